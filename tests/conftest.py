@@ -1,0 +1,199 @@
+"""Shared fixtures: real peers on ephemeral loopback ports, and wsproxy run as its own process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class EchoServer:
+    """A threaded TCP echo server: every byte it receives goes back, until the peer closes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.connections = 0
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            try:
+                while data := conn.recv(262144):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class ProxyProcess:
+    """``python -m wsproxy ARGS`` with its log collected; ``port`` is the bound port."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, ready: bool = True) -> None:
+        self.args = args
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wsproxy", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or ROOT,
+        )
+        self._listening = threading.Event()
+        self.host = ""
+        self.port = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if ready:
+            self.wait_listening()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            m = LISTENING.search(line)
+            if m and not self._listening.is_set():
+                self.host = m.group(1).strip("[]")
+                self.port = int(m.group(2))
+                self._listening.set()
+
+    def wait_listening(self, timeout: float = 10) -> None:
+        if not self._listening.wait(timeout):
+            self.proc.kill()
+            raise AssertionError("wsproxy did not start:\n" + self.log)
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_log(self, pattern: str, timeout: float = 5) -> re.Match[str]:
+        """Wait until a log line matches ``pattern``; returns the match."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if m := regex.search(line):
+                    return m
+            time.sleep(0.02)
+        raise AssertionError(f"no log line matches {pattern!r}:\n{self.log}")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("wsproxy did not stop in time:\n" + self.log) from None
+        self._reader.join(2)
+        return code
+
+
+@pytest.fixture(scope="session")
+def echo_server() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def run_proxy() -> Iterator[type[ProxyProcess]]:
+    """Start wsproxy processes with ``run_proxy(args)``; each is stopped after the test."""
+    started: list[ProxyProcess] = []
+
+    def start(args: list[str], **kwargs: object) -> ProxyProcess:
+        proc = ProxyProcess(args, **kwargs)  # type: ignore[arg-type]
+        started.append(proc)
+        return proc
+
+    yield start  # type: ignore[misc]
+    for proc in started:
+        with contextlib.suppress(AssertionError):
+            proc.stop(signal.SIGKILL if proc.proc.poll() is None else signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def proxy(echo_server: EchoServer) -> Iterator[ProxyProcess]:
+    """One wsproxy in front of the echo server, shared by a test module."""
+    proc = ProxyProcess(["127.0.0.1:0", echo_server.address])
+    yield proc
+    proc.stop()
+
+
+def free_port() -> int:
+    """A port nothing listens on (for 502 tests): bound, then closed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_connect(port: int, timeout: float = 5) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return sock
+
+
+def read_http_head(sock: socket.socket, limit: int = 65536) -> tuple[int, dict[str, str], bytes]:
+    """Read an HTTP response head; returns (status, lower-cased headers, bytes after the head)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        assert len(data) < limit
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, rest
+
+
+def read_until_closed(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data

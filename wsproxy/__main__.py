@@ -1,0 +1,6 @@
+"""``python -m wsproxy``."""
+
+from wsproxy.cli import main
+
+if __name__ == "__main__":
+    main()

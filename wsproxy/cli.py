@@ -1,0 +1,176 @@
+"""The ``wsproxy`` command: usage text built from the settings table, argv + INI -> Settings,
+logging, signals and exit codes.
+
+Exit status: 0 after a clean stop, 1 for an operational failure (port in use), 2 for bad input
+(command line or configuration file).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+import gevent
+from docopt import DocoptExit, docopt
+
+from wsproxy import __version__
+from wsproxy.errors import ConfigError, StartupError, WSProxyError
+from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
+
+__all__ = ["build_usage", "main", "parse_args"]
+
+log = logging.getLogger("wsproxy")
+
+USAGE_HEAD = """\
+wsproxy {version}: a WebSockets-to-TCP proxy.
+
+Usage:
+  wsproxy [options] [<listen> [<target>]]
+  wsproxy (-h | --help)
+  wsproxy --version
+
+Arguments:
+  <listen>   [ADDR:]PORT to listen on, e.g. 6080, 0.0.0.0:6080, [::1]:6080
+  <target>   HOST:PORT of the TCP service, e.g. localhost:5900
+
+Options:
+  -h, --help               show this help and exit
+  --version                show the version and exit
+  -c FILE, --config FILE   read settings from the [wsproxy] section of FILE;
+                           options given here override the file
+"""
+
+
+def _option_line(row: Setting) -> str:
+    assert row.flag is not None
+    names = f"{row.short}, {row.flag}" if row.short else row.flag
+    if row.meta:
+        names += f" {row.meta}"
+    help_text = f"switch off: {row.help}" if row.flag.startswith("--no-") else row.help
+    if row.meta and row.default not in (None, (), ""):
+        help_text += f" (default {row.format_default()})"
+    left = f"  {names}"
+    lines = textwrap.wrap(help_text, 100 - 27) or [""]
+    out = f"{left:<27}{lines[0]}" if len(left) < 26 else f"{left}\n{'':<27}{lines[0]}"
+    return "\n".join([out] + [f"{'':<27}{line}" for line in lines[1:]])
+
+
+def build_usage() -> str:
+    """The docopt usage text: the fixed head plus one option line per setting with a flag."""
+    options = [_option_line(row) for row in SETTINGS if row.flag]
+    return USAGE_HEAD.format(version=__version__) + "\n".join(options) + "\n"
+
+
+def parse_args(argv: Sequence[str]) -> Settings:
+    """Command line (and the file it names) -> validated Settings. Raises ConfigError."""
+    usage = build_usage()
+    known = {"-h", "--help", "--version", "-c", "--config"}
+    known |= {name for row in SETTINGS for name in (row.flag, row.short) if name}
+    for arg in argv:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name not in known:
+            raise ConfigError(f"unknown option {name}; see wsproxy --help", source="command line")
+    try:
+        args = docopt(usage, list(argv), default_help=False)
+    except DocoptExit as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        message = "arguments do not match the usage" if "Warning" in first or not first else first
+        raise ConfigError(f"{message}; see wsproxy --help", source="command line") from None
+    if args["--help"]:
+        print(usage, end="")
+        raise SystemExit(0)
+    if args["--version"]:
+        print(f"wsproxy {__version__}")
+        raise SystemExit(0)
+    cli: dict[str, Any] = {}
+    for row in SETTINGS:
+        if not row.flag:
+            continue
+        value = args.get(row.flag)
+        if row.is_bool:
+            if value:
+                cli[row.name] = not row.flag.startswith("--no-")
+        elif value is not None:
+            cli[row.name] = value
+    if args["<listen>"] is not None:
+        cli["listen"] = args["<listen>"]
+    if args["<target>"] is not None:
+        cli["target"] = args["<target>"]
+    ini: dict[str, tuple[str, int]] = {}
+    source = ""
+    if args["--config"]:
+        source = args["--config"]
+        ini = read_ini(_read_file(source), source)
+    return Settings.load(ini=ini, ini_source=source, cli=cli)
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"cannot read the file: {reason}", source=path, expected="a readable INI file"
+        ) from None
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if settings.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status."""
+    from wsproxy.server import WSProxy
+
+    server = WSProxy(settings=settings)
+    try:
+        server.start()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {format_address(settings.listen)}: {exc.strerror or exc}"
+        ) from None
+
+    def on_signal(signum: int) -> None:
+        # Runs in the hub: only hand the work to a greenlet.
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        gevent.spawn(server.stop)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, on_signal, signum)
+    log.info(
+        "listening on %s, target %s",
+        format_address(server.address),
+        format_address(settings.target),
+    )
+    server.serve_forever()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings = parse_args(argv)
+        setup_logging(settings)
+        status = run(settings)
+    except ConfigError as exc:
+        print(f"wsproxy: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_status) from None
+    except StartupError as exc:
+        print(f"wsproxy: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_status) from None
+    except WSProxyError as exc:  # pragma: no cover - every subclass is handled above
+        print(f"wsproxy: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    raise SystemExit(status)

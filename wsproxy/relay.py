@@ -1,0 +1,191 @@
+"""The two pumps that move bytes between a WebSocket client and its TCP target.
+
+client -> target: read into a reused buffer, decode with the codec, write to the target.
+target -> client: read into a reused buffer, frame with the codec, write to the client.
+
+There is no queue between them: a write that blocks stops its pump from reading, so a slow reader
+slows its writer (backpressure) and memory per session stays at two buffers. Whichever pump ends
+first decides who closed and why; :meth:`Relay.run` then ends the other and returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from gevent.lock import Semaphore
+
+from wsproxy.codec import Codec
+from wsproxy.errors import CloseCode, ProtocolError
+
+__all__ = ["RECV_SIZE", "Outcome", "Relay"]
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 64 * 1024  # bytes per read, each direction; the whole per-session buffer budget
+
+
+@dataclass
+class Outcome:
+    """How a relay ended: ``by`` is client, target, proxy (protocol error) or server (shutdown)."""
+
+    by: str
+    code: int
+    reason: str
+
+
+class Relay:
+    """Relays one client and one target until either ends.
+
+    Args:
+        client, target: connected sockets (gevent or plain-with-patching).
+        codec: the protocol of the client.
+        close_timeout: how long the client has to answer our close frame.
+        recorder: optional object with ``from_client(bytes)`` and ``to_client(bytes)``.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        target: Any,
+        codec: Codec,
+        *,
+        close_timeout: float = 2.0,
+        recorder: Any = None,
+        recv_size: int = RECV_SIZE,
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.codec = codec
+        self.close_timeout = close_timeout
+        self.recorder = recorder
+        self.recv_size = recv_size
+        self.bytes_in = 0  # payload bytes client -> target
+        self.bytes_out = 0  # payload bytes target -> client
+        self.outcome: Outcome | None = None
+        self._send_lock = Semaphore()
+        self._close_sent = False
+
+    def run(self, pending: bytes = b"") -> Outcome:
+        """Pump both ways until one side ends; ``pending`` are client bytes read with the head."""
+        up = gevent.spawn(self._pump_client, pending)
+        down = gevent.spawn(self._pump_target)
+        try:
+            ready = gevent.wait([up, down], count=1)
+            if up in ready:
+                down.kill()
+            else:
+                # We sent our close frame (or the client is gone): give it time to answer.
+                up.join(timeout=self.close_timeout)
+                up.kill()
+        finally:
+            up.kill()
+            down.kill()
+            _close(self.target)
+        assert self.outcome is not None
+        return self.outcome
+
+    def going_away(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
+    ) -> None:
+        """Close from our side (shutdown): send ``code`` to the client and cut the target."""
+        self._end("server", code, reason)
+        with contextlib.suppress(OSError):
+            self.target.shutdown(socket.SHUT_RDWR)
+
+    # -- the pumps --
+
+    def _pump_client(self, pending: bytes) -> None:
+        codec = self.codec
+        send_target = self.target.sendall
+        recorder = self.recorder
+        buf = bytearray(self.recv_size)
+        view = memoryview(buf)
+        recv_into = self.client.recv_into
+        data: memoryview = memoryview(pending)
+        failed = "client"  # the side whose socket call is under way, for the error's blame
+        try:
+            while True:
+                if data:
+                    decoded = codec.decode(data)
+                    for payload in decoded.to_target:
+                        failed = "target"
+                        send_target(payload)
+                        failed = "client"
+                        self.bytes_in += len(payload)
+                        if recorder is not None:
+                            recorder.from_client(payload)
+                    for frame in decoded.to_client:
+                        self._send_client(frame)
+                    if decoded.close is not None:
+                        code, reason = decoded.close
+                        self._end("client", code, reason)
+                        return
+                n = recv_into(buf)
+                if not n:
+                    self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
+                    return
+                data = view[:n]
+        except ProtocolError as exc:
+            self._end("proxy", exc.close_code, exc.reason)
+        except OSError as exc:
+            self._end_on_error(failed, exc)
+
+    def _pump_target(self) -> None:
+        encode = self.codec.encode
+        recorder = self.recorder
+        buf = bytearray(self.recv_size)
+        view = memoryview(buf)
+        recv_into = self.target.recv_into
+        failed = "target"
+        try:
+            while True:
+                n = recv_into(buf)
+                if not n:
+                    break
+                data = view[:n]
+                failed = "client"
+                self._send_client(encode(data))
+                failed = "target"
+                self.bytes_out += n
+                if recorder is not None:
+                    recorder.to_client(bytes(data))
+        except OSError as exc:
+            self._end_on_error(failed, exc)
+            return
+        self._end("target", CloseCode.NORMAL, "target closed")
+
+    # -- ending --
+
+    def _send_client(self, data: bytes) -> None:
+        # Both pumps write to the client (data frames, pongs, close): one writer at a time.
+        with self._send_lock:
+            self.client.sendall(data)
+
+    def _end_on_error(self, side: str, exc: OSError) -> None:
+        if side == "target":
+            self._end("target", CloseCode.INTERNAL_ERROR, f"target error: {exc.strerror or exc}")
+        else:
+            self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
+
+    def _end(self, by: str, code: int, reason: str, *, send: bool = True) -> None:
+        """Record the first reason the relay ends and send our close frame once."""
+        if self.outcome is None:
+            self.outcome = Outcome(by, code, reason)
+        if not send or self._close_sent:
+            return
+        self._close_sent = True
+        try:
+            with gevent.Timeout(self.close_timeout):
+                self._send_client(self.codec.close_frame(code, reason))
+        except (OSError, gevent.Timeout):
+            pass
+
+
+def _close(sock: Any) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()

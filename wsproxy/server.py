@@ -1,0 +1,96 @@
+"""The listening server: accept, one :class:`~wsproxy.session.Session` per client, graceful stop.
+
+:class:`WSProxy` is also the library entry point for gevent applications::
+
+    proxy = WSProxy("127.0.0.1:6080", "127.0.0.1:5900")
+    proxy.start()          # bound and accepting, in the caller's hub
+    ...
+    proxy.stop()           # clients get close 1001, then the handlers are waited for
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from wsproxy.session import Session, connect
+from wsproxy.settings import Address, Settings
+
+__all__ = ["WSProxy"]
+
+log = logging.getLogger(__name__)
+
+
+class WSProxy(StreamServer):
+    """A WebSocket-to-TCP proxy server.
+
+    Args:
+        listen: ``(host, port)`` or ``"[HOST:]PORT"``; port 0 picks a free one (see
+            :attr:`server_port` after :meth:`start`).
+        target: ``(host, port)`` or ``"HOST:PORT"`` of the TCP service.
+        settings: a complete :class:`~wsproxy.settings.Settings` instead of the above.
+        **options: any other setting by name (``web="www"``, ``max_connections=100``, ...).
+
+    Raises:
+        ConfigError: an unknown option or a value of the wrong form.
+    """
+
+    session_class = Session
+    backlog = 1024  # pending connections the kernel queues for us (gevent's default is 256)
+
+    def __init__(
+        self,
+        listen: Address | str | None = None,
+        target: Address | str | None = None,
+        *,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is None:
+            settings = Settings.create(listen=listen, target=target, **options)
+        self.settings = settings
+        self.sessions: set[Session] = set()
+        self._stopping = False
+        # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
+        pool = Pool(settings.max_connections or None)
+        super().__init__(settings.listen, spawn=pool)
+
+    # -- hooks that features override --
+
+    def connect_target(self) -> tuple[Any, Address]:
+        """Open a connection to the target for a client that has asked to be relayed."""
+        target = self.settings.target
+        assert target is not None
+        return connect(target, self.settings.connect_timeout), target
+
+    def open_recorder(self, session: Session) -> Any:
+        """A recorder for the session's traffic, or None."""
+        return None
+
+    # -- serving --
+
+    def handle(self, sock: Any, address: Any) -> None:
+        session = self.session_class(sock, address, self)
+        self.sessions.add(session)
+        try:
+            session.run()
+        finally:
+            self.sessions.discard(session)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, close every relay with 1001, wait up to ``timeout`` (default
+        ``graceful_timeout``) for the sessions to end, then kill what is left."""
+        if timeout is None:
+            timeout = self.settings.graceful_timeout
+        if not self._stopping:
+            self._stopping = True
+            self.close()
+            if self.sessions:
+                log.info("stopping: closing %d session(s)", len(self.sessions))
+            closers = [gevent.spawn(s.going_away) for s in list(self.sessions)]
+            gevent.joinall(closers, timeout=timeout)
+        super().stop(timeout=timeout)

@@ -1,0 +1,230 @@
+"""One client, from its first byte to its log line.
+
+A :class:`Session` reads the request head (bounded in size and time), decides what it asks for,
+connects to the target *before* answering ``101`` (so an unreachable target is a clean ``502``),
+runs the :class:`~wsproxy.relay.Relay`, and writes exactly one line when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.socket
+
+from wsproxy import handshake, hixie
+from wsproxy.codec import make_codec
+from wsproxy.errors import HandshakeError
+from wsproxy.handshake import Kind, Request
+from wsproxy.relay import Relay
+from wsproxy.settings import Address, format_address
+
+if TYPE_CHECKING:
+    from wsproxy.server import WSProxy
+
+__all__ = ["HEAD_READ_SIZE", "Session"]
+
+log = logging.getLogger(__name__)
+
+HEAD_READ_SIZE = 4096
+
+
+class HandshakeTimeout(Exception):
+    """The client did not complete its handshake in time (raised by a gevent.Timeout)."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was complete."""
+
+
+class Session:
+    """State and steps for one client connection; the server calls :meth:`run` in its greenlet."""
+
+    def __init__(self, sock: Any, address: Any, server: WSProxy) -> None:
+        self.sock = sock
+        self.server = server
+        self.settings = server.settings
+        self.peer = _format_peer(address)
+        self.secure = False
+        self.started = time.monotonic()
+        self.relay: Relay | None = None
+        self._stopping = False
+
+    # -- life cycle --
+
+    def run(self) -> None:
+        try:
+            _nodelay(self.sock)
+            self.serve()
+        except HandshakeTimeout:
+            log.info("refused peer=%s reason=%s", self.peer, "handshake timed out")
+        except ClientGone:
+            log.debug("client left before its request was complete peer=%s", self.peer)
+        except HandshakeError as exc:
+            self.refuse(exc)
+        except OSError as exc:
+            log.info("refused peer=%s reason=%s", self.peer, exc.strerror or exc)
+        finally:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def serve(self) -> None:
+        """Read the request and dispatch it; the hook for the front door's sniffing."""
+        request, rest = self.read_request(b"")
+        self.dispatch(request, rest)
+
+    def going_away(self) -> None:
+        """Server shutdown: close the relay with 1001, or drop a session still handshaking."""
+        self._stopping = True
+        if self.relay is not None:
+            self.relay.going_away()
+
+    # -- steps --
+
+    def read_request(self, data: bytes) -> tuple[Request, bytes]:
+        """Read until a whole request head is in; returns it and the bytes after it."""
+        buf = bytearray(data)
+        with gevent.Timeout(self.settings.handshake_timeout, HandshakeTimeout):
+            while True:
+                parsed = handshake.parse_request(buf)
+                if parsed is not None:
+                    request, used = parsed
+                    return request, bytes(buf[used:])
+                chunk = self.sock.recv(HEAD_READ_SIZE)
+                if not chunk:
+                    raise ClientGone()
+                buf += chunk
+
+    def read_exactly(self, data: bytes, size: int) -> tuple[bytes, bytes]:
+        """Make sure ``size`` bytes are in ``data``; returns them and what follows."""
+        buf = bytearray(data)
+        with gevent.Timeout(self.settings.handshake_timeout, HandshakeTimeout):
+            while len(buf) < size:
+                chunk = self.sock.recv(HEAD_READ_SIZE)
+                if not chunk:
+                    raise ClientGone()
+                buf += chunk
+        return bytes(buf[:size]), bytes(buf[size:])
+
+    def dispatch(self, request: Request, rest: bytes) -> None:
+        kind = handshake.classify(request)
+        if kind is Kind.HTTP:
+            self.serve_http(request, rest)
+            return
+        if kind is not Kind.RFC6455 and not self.settings.hixie:
+            raise HandshakeError(
+                HTTPStatus.UPGRADE_REQUIRED,
+                "legacy Hixie WebSocket protocol is switched off",
+                (("Sec-WebSocket-Version", "13"),),
+            )
+        handshake.check_origin(request, self.settings.origins)
+        if kind is Kind.RFC6455:
+            response, subprotocol = handshake.accept_rfc6455(request)
+        elif kind is Kind.HIXIE76:
+            key3, rest = self.read_exactly(rest, hixie.KEY3_BYTES)
+            response, subprotocol = hixie.hixie76_response(request, key3, secure=self.secure)
+        else:
+            response, subprotocol = hixie.hixie75_response(request, secure=self.secure)
+        self.proxy(kind.value, subprotocol, response, rest, request)
+
+    def serve_http(self, request: Request, rest: bytes) -> None:
+        """A plain HTTP request on the WebSocket port."""
+        if request.method not in ("GET", "HEAD"):
+            raise HandshakeError(
+                HTTPStatus.METHOD_NOT_ALLOWED, "this is a WebSocket endpoint", (("Allow", "GET"),)
+            )
+        raise HandshakeError(
+            HTTPStatus.NOT_FOUND, "this is a WebSocket endpoint: connect with a WebSocket client"
+        )
+
+    def proxy(
+        self, protocol: str, subprotocol: str | None, response: bytes, rest: bytes, request: Request
+    ) -> None:
+        """Connect the target, accept the client, relay, log."""
+        target_sock, target = self.server.connect_target()
+        try:
+            _nodelay(target_sock)
+            if self._stopping:
+                raise HandshakeError(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
+            self.sock.sendall(response)
+            codec = make_codec(protocol, subprotocol)
+            self.relay = relay = Relay(
+                self.sock,
+                target_sock,
+                codec,
+                close_timeout=self.settings.close_timeout,
+                recorder=self.server.open_recorder(self),
+            )
+            log.info(
+                "open peer=%s proto=%s sub=%s target=%s path=%s",
+                self.peer,
+                protocol,
+                subprotocol or "-",
+                format_address(target),
+                request.target,
+            )
+            outcome = relay.run(rest)
+        finally:
+            target_sock.close()
+        log.info(
+            "closed peer=%s proto=%s sub=%s target=%s in=%d out=%d secs=%.2f by=%s code=%d "
+            "reason=%s",
+            self.peer,
+            protocol,
+            subprotocol or "-",
+            format_address(target),
+            relay.bytes_in,
+            relay.bytes_out,
+            time.monotonic() - self.started,
+            outcome.by,
+            outcome.code,
+            _quote(outcome.reason),
+        )
+
+    def refuse(self, error: HandshakeError) -> None:
+        """Answer a refused request with its status and reason, and log it."""
+        log.warning(
+            "refused peer=%s status=%d reason=%s",
+            self.peer,
+            error.status.value,
+            _quote(error.reason),
+        )
+        try:
+            with gevent.Timeout(self.settings.close_timeout):
+                self.sock.sendall(handshake.error_response(error))
+        except (OSError, gevent.Timeout):
+            pass
+
+
+def connect(address: Address, timeout: float) -> Any:
+    """Open a TCP connection to ``address``; failures become a ``502`` naming the target."""
+    try:
+        sock = gevent.socket.create_connection(address, timeout=timeout)
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, socket.timeout) else exc.strerror or str(exc)
+        raise HandshakeError(
+            HTTPStatus.BAD_GATEWAY, f"cannot connect to target {format_address(address)}: {reason}"
+        ) from None
+    sock.settimeout(None)
+    return sock
+
+
+def _nodelay(sock: Any) -> None:
+    # Not TCP (a UNIX socket in tests, an inherited fd): nothing to set.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _format_peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return format_address((address[0], address[1]))
+    return str(address) or "-"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', "'") + '"' if (" " in text or not text) else text

@@ -1,0 +1,414 @@
+"""The one settings table.
+
+Each setting is declared once, as a field of :class:`Settings` whose metadata says its command-line
+flag, its value's form and its help. From that single declaration come the docopt usage text, the
+INI file keys (``[wsproxy]`` section, keys are the long option names with ``_``), validation with
+messages that name the source and key, ``--help`` and the example file.
+
+This is a protocol-level module: standard library only, no I/O but reading the INI text it is given.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import ipaddress
+import shlex
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsproxy.errors import ConfigError
+
+__all__ = [
+    "SECTION",
+    "SETTINGS",
+    "Address",
+    "Setting",
+    "Settings",
+    "format_address",
+    "parse_address",
+    "read_ini",
+]
+
+SECTION = "wsproxy"
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table, derived from a :class:`Settings` field."""
+
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    expected: str
+    help: str
+    flag: str | None
+    short: str | None
+    meta: str | None
+    ini: bool
+
+    @property
+    def is_bool(self) -> bool:
+        return self.meta is None and self.flag is not None
+
+    def format_default(self) -> str:
+        return format_value(self.default)
+
+
+# --- value parsers: each takes the text form and raises ValueError with what it wanted ---------
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "yes", "true", "on"):
+        return True
+    if value in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(text)
+
+
+def parse_port(text: str) -> int:
+    port = int(text.strip(), 10)
+    if not 0 <= port <= 65535:
+        raise ValueError(text)
+    return port
+
+
+def parse_address(text: str, *, default_host: str | None = None) -> Address:
+    """Parse ``[HOST:]PORT``; IPv6 hosts are written ``[::1]:6080``.
+
+    Without a host, ``default_host`` is used; if it is None the host is required.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(text)
+        ipaddress.IPv6Address(host)
+        return host, parse_port(rest[1:])
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if default_host is None:
+            raise ValueError(text)
+        return default_host, parse_port(text)
+    if ":" in host:  # a bare IPv6 address must be bracketed
+        raise ValueError(text)
+    if not host and default_host is None:
+        raise ValueError(text)
+    return host, parse_port(port)
+
+
+def parse_listen(text: str) -> Address:
+    return parse_address(text, default_host="")
+
+
+def parse_target(text: str) -> Address:
+    host, port = parse_address(text)
+    if port == 0:
+        raise ValueError(text)
+    return host, port
+
+
+def parse_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1e9:
+        raise ValueError(text)
+    return value
+
+
+def parse_count(text: str) -> int:
+    value = int(text.strip(), 10)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def parse_positive(text: str) -> int:
+    value = parse_count(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def parse_text(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError(text)
+    return value
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item for item in text.replace(",", " ").split() if item)
+
+
+def parse_command(text: str) -> tuple[str, ...]:
+    argv = tuple(shlex.split(text))
+    if not argv:
+        raise ValueError(text)
+    return argv
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def format_address(address: Address | None) -> str:
+    if address is None:
+        return ""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if host else str(port)
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return format_address(value)
+    if isinstance(value, tuple):
+        return " ".join(shlex.quote(str(v)) for v in value)
+    return str(value)
+
+
+def _setting(
+    default: Any,
+    parse: Callable[[str], Any],
+    expected: str,
+    help: str,
+    *,
+    flag: str | None = "",
+    short: str | None = None,
+    meta: str | None = None,
+    ini: bool = True,
+) -> Any:
+    """Declare a field of :class:`Settings` together with its row of the table.
+
+    ``flag=""`` derives ``--name-with-dashes``; ``flag=None`` means no option (positional or
+    INI-only). ``meta=None`` makes a boolean switch; a switch whose default is true is spelled
+    ``--no-NAME`` on the command line.
+    """
+    return field(
+        default=default,
+        metadata={
+            "parse": parse,
+            "expected": expected,
+            "help": help,
+            "flag": flag,
+            "short": short,
+            "meta": meta,
+            "ini": ini,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Immutable, validated configuration, passed down to every part of the proxy."""
+
+    # -- where --
+    listen: Address | None = _setting(
+        None, parse_listen, "[ADDR:]PORT, IPv6 as [::1]:PORT", "address to listen on", flag=None
+    )
+    target: Address | None = _setting(
+        None,
+        parse_target,
+        "HOST:PORT, IPv6 as [::1]:PORT",
+        "TCP service each WebSocket client is relayed to",
+        flag=None,
+    )
+    # -- protocol --
+    hixie: bool = _setting(True, parse_bool, "yes or no", "accept legacy Hixie-75/76 clients")
+    origins: tuple[str, ...] = _setting(
+        (),
+        parse_list,
+        "a space-separated list of origins",
+        "allowed Origin header values; empty allows any",
+        meta="LIST",
+    )
+    # -- limits and timeouts --
+    max_connections: int = _setting(
+        0,
+        parse_count,
+        "a whole number, 0 for no limit",
+        "concurrent clients; further ones wait to be accepted",
+        meta="N",
+    )
+    handshake_timeout: float = _setting(
+        10.0,
+        parse_seconds,
+        "seconds",
+        "time a client has to complete its opening handshake",
+        meta="SECS",
+    )
+    connect_timeout: float = _setting(
+        5.0, parse_seconds, "seconds", "time allowed to connect to the target", meta="SECS"
+    )
+    close_timeout: float = _setting(
+        2.0, parse_seconds, "seconds", "time a client has to answer our close frame", meta="SECS"
+    )
+    graceful_timeout: float = _setting(
+        5.0,
+        parse_seconds,
+        "seconds",
+        "on SIGTERM/SIGINT, time clients have to close before they are cut",
+        meta="SECS",
+    )
+    # -- logging --
+    verbose: bool = _setting(False, parse_bool, "yes or no", "log debug detail", short="-v")
+
+    def __post_init__(self) -> None:
+        # Library callers may pass text forms (``listen="127.0.0.1:6080"``); parse them here
+        # so that every instance holds typed values.
+        for row in SETTINGS_BY_NAME.values():
+            value = getattr(self, row.name)
+            if isinstance(value, str) and row.parse is not parse_text:
+                object.__setattr__(self, row.name, _parse(row, value, "arguments", None))
+            elif isinstance(value, list):
+                object.__setattr__(self, row.name, tuple(value))
+
+    # -- constructors --
+
+    @classmethod
+    def create(cls, **values: Any) -> Settings:
+        """Build from Python values (text forms are parsed too); unknown names are refused."""
+        unknown = sorted(set(values) - set(SETTINGS_BY_NAME))
+        if unknown:
+            raise ConfigError(
+                "unknown setting",
+                source="arguments",
+                key=unknown[0],
+                expected="one of " + ", ".join(SETTINGS_BY_NAME),
+            )
+        return cls(**values).checked("arguments")
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        ini: Mapping[str, tuple[str, int]] | None = None,
+        ini_source: str = "",
+        cli: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Merge an INI section (text values with line numbers) and command-line values.
+
+        Command-line values override the file. Raises :class:`ConfigError` naming the source,
+        key and expected form.
+        """
+        values: dict[str, Any] = {}
+        for key, (text, line) in (ini or {}).items():
+            row = SETTINGS_BY_NAME.get(key)
+            if row is None or not row.ini:
+                raise ConfigError(
+                    "unknown key",
+                    source=ini_source,
+                    key=key,
+                    line=line,
+                    expected="one of " + ", ".join(n for n, r in SETTINGS_BY_NAME.items() if r.ini),
+                )
+            values[key] = _parse(row, text, ini_source, line)
+        for key, value in (cli or {}).items():
+            row = SETTINGS_BY_NAME[key]
+            values[key] = (
+                _parse(row, value, "command line", None) if isinstance(value, str) else value
+            )
+        return cls(**values).checked(ini_source or "command line")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def checked(self, source: str) -> Settings:
+        """Cross-setting rules; raises :class:`ConfigError`."""
+        if self.listen is None:
+            raise ConfigError(
+                "no listen address given", source=source, key="listen", expected="[ADDR:]PORT"
+            )
+        if self.target is None:
+            raise ConfigError("no target given", source=source, key="target", expected="HOST:PORT")
+        return self
+
+
+def _parse(row: Setting, text: str, source: str, line: int | None) -> Any:
+    try:
+        return row.parse(text)
+    except ValueError:
+        raise ConfigError(
+            f"bad value {text!r}", source=source, key=row.name, line=line, expected=row.expected
+        ) from None
+
+
+def _rows(fields: Iterable[dataclasses.Field[Any]]) -> dict[str, Setting]:
+    rows = {}
+    for f in fields:
+        m = f.metadata
+        flag = m["flag"]
+        if flag == "":
+            prefix = "--no-" if f.default is True and m["meta"] is None else "--"
+            flag = prefix + f.name.replace("_", "-")
+        rows[f.name] = Setting(
+            name=f.name,
+            default=f.default,
+            parse=m["parse"],
+            expected=m["expected"],
+            help=m["help"],
+            flag=flag,
+            short=m["short"],
+            meta=m["meta"],
+            ini=m["ini"],
+        )
+    return rows
+
+
+SETTINGS_BY_NAME: dict[str, Setting] = _rows(dataclasses.fields(Settings))
+SETTINGS: tuple[Setting, ...] = tuple(SETTINGS_BY_NAME.values())
+
+
+def read_ini(text: str, source: str) -> dict[str, tuple[str, int]]:
+    """Read the ``[wsproxy]`` section: key -> (value text, line number).
+
+    Raises :class:`ConfigError` for a syntax error or a missing section.
+    """
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"))
+    parser.optionxform = str  # type: ignore[assignment, method-assign]
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        line = getattr(exc, "lineno", None)
+        message = str(exc).splitlines()[0]
+        raise ConfigError(
+            message,
+            source=source,
+            line=line,
+            expected="INI syntax: [wsproxy] then key = value lines",
+        ) from None
+    if not parser.has_section(SECTION):
+        raise ConfigError(
+            f"no [{SECTION}] section", source=source, expected=f"a [{SECTION}] section"
+        )
+    lines = _key_lines(text)
+    return {
+        key.replace("-", "_"): (value, lines.get(key, 0)) for key, value in parser.items(SECTION)
+    }
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line numbers of keys in the [wsproxy] section, so messages can point at them."""
+    found: dict[str, int] = {}
+    in_section = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("["):
+            in_section = line.split("]")[0][1:].strip() == SECTION
+        elif in_section and line and line[0] not in "#;" and not raw[0].isspace():
+            key = line.split("=", 1)[0].split(":", 1)[0].strip()
+            found.setdefault(key, number)
+    return found
