@@ -56,8 +56,14 @@ class EchoServer:
 class ProxyProcess:
     """``python -m wsproxy ARGS`` with its log collected; ``port`` is the bound port."""
 
-    def __init__(self, args: list[str], *, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, ready: bool = True) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        ready: bool = True,
+    ) -> None:
         self.args = args
         self.lines: list[str] = []
         self.proc = subprocess.Popen(

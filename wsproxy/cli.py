@@ -8,6 +8,7 @@ Exit status: 0 after a clean stop, 1 for an operational failure (port in use), 2
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import textwrap
@@ -137,8 +138,9 @@ def run(settings: Settings) -> int:
     try:
         server.start()
     except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise StartupError(
-            f"cannot listen on {format_address(settings.listen)}: {exc.strerror or exc}"
+            f"cannot listen on {format_address(settings.listen)}: {reason}"
         ) from None
 
     def on_signal(signum: int) -> None:

@@ -32,6 +32,7 @@ __all__ = ["HEAD_READ_SIZE", "Session"]
 log = logging.getLogger(__name__)
 
 HEAD_READ_SIZE = 4096
+LINGER_BYTES = 256 * 1024  # input read and dropped after a refusal, at most
 
 
 class HandshakeTimeout(Exception):
@@ -197,8 +198,23 @@ class Session:
         try:
             with gevent.Timeout(self.settings.close_timeout):
                 self.sock.sendall(handshake.error_response(error))
+                self.linger()
         except (OSError, gevent.Timeout):
             pass
+
+    def linger(self) -> None:
+        """Half-close, then read and drop what the client is still sending (bounded).
+
+        Closing with unread input makes the kernel send a reset, which can destroy the answer
+        before the client reads it; this is the "lingering close" of HTTP servers.
+        """
+        self.sock.shutdown(socket.SHUT_WR)
+        drained = 0
+        while drained < LINGER_BYTES:
+            chunk = self.sock.recv(HEAD_READ_SIZE)
+            if not chunk:
+                break
+            drained += len(chunk)
 
 
 def connect(address: Address, timeout: float) -> Any:

@@ -382,8 +382,13 @@ def read_ini(text: str, source: str) -> dict[str, tuple[str, int]]:
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
-        line = getattr(exc, "lineno", None)
+        line: int | None = getattr(exc, "lineno", None)
         message = str(exc).splitlines()[0]
+        if isinstance(exc, configparser.ParsingError) and exc.errors:
+            line, bad = exc.errors[0]
+            message = f"cannot parse {bad.strip()!r}"
+        elif isinstance(exc, configparser.MissingSectionHeaderError):
+            message = "a key before any [section] header"
         raise ConfigError(
             message,
             source=source,

@@ -1,0 +1,121 @@
+"""Unit tests of the legacy Hixie-75/76 handshake and framing (no sockets)."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from wsproxy.errors import CloseCode, HandshakeError, ProtocolError
+from wsproxy.handshake import parse_request
+from wsproxy.hixie import (
+    CLOSE_FRAME,
+    HixieClose,
+    HixieParser,
+    challenge_answer,
+    encode_frame,
+    hixie75_response,
+    hixie76_response,
+)
+
+# draft-hixie-thewebsocketprotocol-76, section 1.3: the handshake example.
+DRAFT76_REQUEST = (
+    b"GET /demo HTTP/1.1\r\n"
+    b"Host: example.com\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key2: 12998 5 Y3 1  .P00\r\n"
+    b"Sec-WebSocket-Protocol: sample\r\n"
+    b"Upgrade: WebSocket\r\n"
+    b"Sec-WebSocket-Key1: 4 @1  46546xW%0l 1 5\r\n"
+    b"Origin: http://example.com\r\n"
+    b"\r\n"
+    b"^n:ds[4U"
+)
+
+
+def test_draft76_example_challenge_answer() -> None:
+    request, used = parse_request(DRAFT76_REQUEST)
+    key3 = DRAFT76_REQUEST[used:]
+    assert key3 == b"^n:ds[4U"
+    answer = challenge_answer(
+        request.header("Sec-WebSocket-Key1"), request.header("Sec-WebSocket-Key2"), key3
+    )
+    assert answer == b"8jKS'y:G*Co,Wxa-"
+
+
+def test_draft76_response_carries_origin_location_and_answer() -> None:
+    request, used = parse_request(DRAFT76_REQUEST)
+    response, protocol = hixie76_response(request, DRAFT76_REQUEST[used:], secure=False)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 WebSocket Protocol Handshake\r\n")
+    assert b"\r\nSec-WebSocket-Origin: http://example.com" in head
+    assert b"\r\nSec-WebSocket-Location: ws://example.com/demo" in head
+    assert body == b"8jKS'y:G*Co,Wxa-"
+    assert protocol is None  # "sample" is not a protocol we speak
+
+
+def test_hixie75_response_uses_wss_location_when_secure() -> None:
+    request, _ = parse_request(
+        b"GET /x HTTP/1.1\r\nHost: h:1\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+        b"Origin: http://o\r\nWebSocket-Protocol: base64\r\n\r\n"
+    )
+    response, protocol = hixie75_response(request, secure=True)
+    assert response.startswith(b"HTTP/1.1 101 Web Socket Protocol Handshake\r\n")
+    assert b"WebSocket-Location: wss://h:1/x\r\n" in response
+    assert b"WebSocket-Protocol: base64\r\n" in response
+    assert protocol == "base64"
+
+
+@pytest.mark.parametrize(
+    ("key1", "key2"),
+    [("no digits here", "1 2"), ("12345", "1 2"), ("1 2 3", "1 2"), ("99999999999 ", "1 2")],
+)
+def test_malformed_keys_are_400(key1: str, key2: str) -> None:
+    with pytest.raises(HandshakeError) as exc_info:
+        challenge_answer(key1, key2, b"12345678")
+    assert exc_info.value.status == 400
+
+
+def test_frames_round_trip_as_base64() -> None:
+    data = os.urandom(1000)
+    frame = encode_frame(data)
+    assert frame[0] == 0 and frame[-1] == 0xFF
+    assert base64.b64decode(frame[1:-1]) == data
+    assert HixieParser().feed(frame) == [data]
+
+
+def test_frame_fed_one_byte_at_a_time_arrives_intact() -> None:
+    data = os.urandom(200)
+    parser = HixieParser()
+    events = []
+    for byte in encode_frame(data) + encode_frame(b"second"):
+        events += parser.feed(bytes([byte]))
+    assert events == [data, b"second"]
+
+
+def test_several_frames_and_close_in_one_read() -> None:
+    parser = HixieParser()
+    events = parser.feed(encode_frame(b"a") + encode_frame(b"") + encode_frame(b"b") + CLOSE_FRAME)
+    assert events == [b"a", b"", b"b", HixieClose()]
+    assert parser.closed
+    assert parser.feed(b"junk") == []
+
+
+def test_invalid_base64_is_1007() -> None:
+    with pytest.raises(ProtocolError) as exc_info:
+        HixieParser().feed(b"\x00not base64!\xff")
+    assert exc_info.value.close_code == CloseCode.INVALID_DATA
+
+
+def test_bytes_outside_a_frame_are_a_violation() -> None:
+    with pytest.raises(ProtocolError):
+        HixieParser().feed(b"xyz")
+
+
+def test_frame_over_the_limit_is_1009() -> None:
+    parser = HixieParser(max_frame=100)
+    parser.feed(b"\x00" + b"A" * 100)
+    with pytest.raises(ProtocolError) as exc_info:
+        parser.feed(b"AAAA")
+    assert exc_info.value.close_code == CloseCode.MESSAGE_TOO_BIG

@@ -1,0 +1,87 @@
+"""Server life cycle: graceful SIGTERM with open relays, and library use inside a gevent app."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import time
+
+import gevent
+import gevent.server
+import pytest
+from websockets.exceptions import ConnectionClosedOK
+from websockets.sync.client import connect
+from wsraw import Opcode, RawClient
+
+from wsproxy import WSProxy
+from wsproxy.errors import ConfigError
+
+
+def test_sigterm_with_50_open_relays_sends_1001_and_exits_0(run_proxy, echo_server) -> None:
+    proc = run_proxy(["--graceful-timeout", "5", "127.0.0.1:0", echo_server.address])
+    clients = [RawClient(proc.port, timeout=10) for _ in range(50)]
+    for i, client in enumerate(clients):
+        client.send_frame(Opcode.BINARY, b"%d" % i)
+        assert client.recv_data(len(b"%d" % i)) == b"%d" % i  # relay open end to end
+    start = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    for i, client in enumerate(clients):
+        close = client.expect_close()
+        assert (close.code, close.reason) == (1001, "server shutting down")
+        if i % 2:  # half answer like well-behaved clients, half leave it to the timeout
+            client.send_frame(Opcode.CLOSE, struct.pack("!H", 1001))
+    assert proc.stop(timeout=10) == 0
+    assert time.monotonic() - start < 5
+    for client in clients:
+        client.close()
+    assert len([line for line in proc.lines if "by=server code=1001" in line]) == 50
+
+
+def test_wsproxy_runs_inside_a_gevent_application() -> None:
+    # The application: its own TCP service and a greenlet doing its own work.
+    def echo(sock, _address):  # type: ignore[no-untyped-def]
+        while data := sock.recv(65536):
+            sock.sendall(data)
+
+    service = gevent.server.StreamServer(("127.0.0.1", 0), echo)
+    service.start()
+    ticks = []
+    ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.01)) for _ in range(1000)])
+
+    proxy = WSProxy(("127.0.0.1", 0), ("127.0.0.1", service.server_port), close_timeout=1)
+    proxy.start()
+    serving = gevent.spawn(proxy.serve_forever)
+    url = f"ws://127.0.0.1:{proxy.server_port}/"
+
+    def client() -> bytes:
+        # A real client library in a native thread; the hub keeps running the greenlets.
+        with connect(url, subprotocols=["binary"]) as ws:
+            payload = os.urandom(100_000)
+            ws.send(payload)
+            got = b""
+            while len(got) < len(payload):
+                got += ws.recv()
+            assert got == payload
+            return ws.recv(timeout=10)  # raises ConnectionClosedOK at the shutdown close
+
+    result = gevent.get_hub().threadpool.spawn(client)
+    with gevent.Timeout(10):
+        while not proxy.sessions:
+            gevent.sleep(0.01)
+        gevent.sleep(0.2)
+        ticks_before = len(ticks)
+        proxy.stop()
+        serving.join()
+        with pytest.raises(ConnectionClosedOK) as exc_info:
+            result.get()
+    assert exc_info.value.rcvd is not None
+    assert exc_info.value.rcvd.code == 1001
+    assert ticks_before > 0 and not ticker.dead  # the app's greenlet ran all along
+    ticker.kill()
+    service.stop()
+
+
+def test_library_rejects_unknown_option() -> None:
+    with pytest.raises(ConfigError, match="unknown setting"):
+        WSProxy("127.0.0.1:0", "127.0.0.1:1", no_such_option=1)
