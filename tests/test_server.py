@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import struct
 import time
 
@@ -85,3 +86,15 @@ def test_wsproxy_runs_inside_a_gevent_application() -> None:
 def test_library_rejects_unknown_option() -> None:
     with pytest.raises(ConfigError, match="unknown setting"):
         WSProxy("127.0.0.1:0", "127.0.0.1:1", no_such_option=1)
+
+
+def test_stop_does_not_wait_for_clients_still_in_their_handshake(run_proxy, echo_server) -> None:
+    proc = run_proxy(["--graceful-timeout", "5", "127.0.0.1:0", echo_server.address])
+    slow = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+    slow.sendall(b"GET / HTTP/1.1\r\n")  # and never more
+    proc.wait_log("listening")
+    time.sleep(0.2)
+    start = time.monotonic()
+    assert proc.stop() == 0
+    assert time.monotonic() - start < 2
+    slow.close()

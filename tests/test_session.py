@@ -12,8 +12,13 @@ from conftest import free_port, read_http_head, read_until_closed
 from wsraw import Opcode, RawClient
 
 from wsproxy.hixie import CLOSE_FRAME, HixieParser, encode_frame
+from wsproxy.rfc6455 import encode_frame as rfc_encode_frame
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def encode_ws(opcode: int, payload: bytes) -> bytes:
+    return rfc_encode_frame(opcode, payload, mask=True)
 
 
 def http_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -119,6 +124,25 @@ def test_ping_gets_pong_and_data_still_flows(proxy) -> None:
     client.close()
 
 
+def test_ping_with_125_byte_binary_payload_gets_identical_pong(proxy) -> None:
+    client = RawClient(proxy.port)
+    payload = bytes(range(125))
+    client.send_frame(Opcode.PING, payload)
+    event = client.next_event()
+    assert event.__class__.__name__ == "Pong" and event.payload == payload
+    client.close()
+
+
+def test_frames_after_the_close_frame_are_ignored(proxy) -> None:
+    client = RawClient(proxy.port)
+    client.send_raw(
+        encode_ws(Opcode.CLOSE, struct.pack("!H", 1000)) + encode_ws(Opcode.PING, b"late")
+    )
+    assert client.expect_close().code == 1000
+    assert read_until_closed(client.sock) == b""  # no pong for the late ping
+    client.close()
+
+
 def test_client_close_is_echoed_with_its_code(proxy) -> None:
     client = RawClient(proxy.port)
     client.send_frame(Opcode.CLOSE, struct.pack("!H", 4001) + b"done")
@@ -139,6 +163,9 @@ def test_client_close_is_echoed_with_its_code(proxy) -> None:
         (bytes([0x88, 0x82]) + b"\0\0\0\0" + struct.pack("!H", 1005), 1002),  # 1005 on the wire
         (bytes([0x88, 0x81]) + b"\0\0\0\0" + b"\x03", 1002),  # one-byte close body
         (bytes([0x88, 0x84]) + b"\0\0\0\0" + struct.pack("!H", 1000) + b"\xff\xfe", 1007),
+        (bytes([0x88, 0xFE, 0, 126]) + b"\0\0\0\0" + b"\x03\xe8" + b"a" * 124, 1002),  # > 125
+        (bytes([0x82, 0xFF]) + struct.pack("!Q", 1 << 63) + b"\0\0\0\0", 1002),  # top bit
+        (bytes([0x01, 0x80]) + b"\0\0\0\0" + bytes([0x82, 0x80]) + b"\0\0\0\0", 1002),
     ],
 )
 def test_protocol_violation_closes_with_code(proxy, wire: bytes, code: int) -> None:

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 KEY3_BYTES = 8  # Hixie-76 sends 8 random bytes after the request head
-MAX_FRAME = 16 * 1024 * 1024  # buffered base64 text of one frame (security limit)
+MAX_FRAME = 4 * 1024 * 1024  # buffered base64 text of one frame (security limit)
 CLOSE_FRAME = b"\xff\x00"
 
 

@@ -55,10 +55,12 @@ class Session:
         self.started = time.monotonic()
         self.relay: Relay | None = None
         self._stopping = False
+        self._greenlet: gevent.Greenlet | None = None
 
     # -- life cycle --
 
     def run(self) -> None:
+        self._greenlet = gevent.getcurrent()  # type: ignore[assignment]
         try:
             _nodelay(self.sock)
             self.serve()
@@ -84,6 +86,8 @@ class Session:
         self._stopping = True
         if self.relay is not None:
             self.relay.going_away()
+        elif self._greenlet is not None:
+            self._greenlet.kill(block=False)  # no relay yet: nothing to close gracefully
 
     # -- steps --
 
