@@ -150,10 +150,11 @@ def run(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, on_signal, signum)
+    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(server.reload))
     log.info(
         "listening on %s, target %s",
         format_address(server.address),
-        format_address(settings.target),
+        format_address(settings.target) or f"by token from {settings.token_source}",
     )
     server.serve_forever()
     log.info("stopped")

@@ -17,8 +17,11 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from wsproxy.errors import ConfigError
+from wsproxy.handshake import Request
 from wsproxy.session import Session, connect
 from wsproxy.settings import Address, Settings
+from wsproxy.tokens import TokenTable
 
 __all__ = ["WSProxy"]
 
@@ -54,6 +57,7 @@ class WSProxy(StreamServer):
             settings = Settings.create(listen=listen, target=target, **options)
         self.settings = settings
         self.sessions: set[Session] = set()
+        self.tokens = TokenTable(settings.token_source) if settings.token_source else None
         self._stopping = False
         # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
         pool = Pool(settings.max_connections or None)
@@ -61,11 +65,23 @@ class WSProxy(StreamServer):
 
     # -- hooks that features override --
 
-    def connect_target(self) -> tuple[Any, Address]:
-        """Open a connection to the target for a client that has asked to be relayed."""
-        target = self.settings.target
+    def connect_target(self, request: Request) -> tuple[Any, Address]:
+        """Open a connection to the target for a client that has asked to be relayed.
+
+        Raises HandshakeError: 502 if the target cannot be reached, 400/404 for a bad token.
+        """
+        target = self.tokens.lookup(request) if self.tokens else self.settings.target
         assert target is not None
         return connect(target, self.settings.connect_timeout), target
+
+    def reload(self) -> None:
+        """SIGHUP: re-read what can change without a restart (the token source)."""
+        if self.tokens is not None:
+            try:
+                self.tokens.reload()
+                log.info("reloaded token_source=%s tokens=%d", self.tokens.source, len(self.tokens))
+            except ConfigError as exc:
+                log.error("reload failed, keeping the previous tokens: %s", exc)
 
     def open_recorder(self, session: Session) -> Any:
         """A recorder for the session's traffic, or None."""

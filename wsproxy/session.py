@@ -151,7 +151,7 @@ class Session:
         self, protocol: str, subprotocol: str | None, response: bytes, rest: bytes, request: Request
     ) -> None:
         """Connect the target, accept the client, relay, log."""
-        target_sock, target = self.server.connect_target()
+        target_sock, target = self.server.connect_target(request)
         try:
             _nodelay(target_sock)
             if self._stopping:

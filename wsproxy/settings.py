@@ -226,6 +226,14 @@ class Settings:
         "TCP service each WebSocket client is relayed to",
         flag=None,
     )
+    token_source: str | None = _setting(
+        None,
+        parse_text,
+        "a file or directory of 'token: host:port' lines",
+        "choose the target per client by the token in its URL (?token=NAME) or cookie, "
+        "from this file or directory (websockify's TokenFile format)",
+        meta="PATH",
+    )
     # -- protocol --
     hixie: bool = _setting(True, parse_bool, "yes or no", "accept legacy Hixie-75/76 clients")
     origins: tuple[str, ...] = _setting(
@@ -332,8 +340,15 @@ class Settings:
             raise ConfigError(
                 "no listen address given", source=source, key="listen", expected="[ADDR:]PORT"
             )
-        if self.target is None:
+        if self.target is None and self.token_source is None:
             raise ConfigError("no target given", source=source, key="target", expected="HOST:PORT")
+        if self.target is not None and self.token_source is not None:
+            raise ConfigError(
+                "give either a target or a token source, not both",
+                source=source,
+                key="token_source",
+                expected="no target with token_source",
+            )
         return self
 
 
