@@ -74,3 +74,37 @@ def test_text_frames_from_binary_client_are_forwarded_as_bytes(proxy) -> None:
     with connect(proxy.url, subprotocols=["binary"]) as ws:
         ws.send("héllo")
         assert recv_exactly(ws, 6) == "héllo".encode()
+
+
+def test_unix_socket_target(run_proxy, tmp_path) -> None:
+    import socket
+    import threading
+
+    path = str(tmp_path / "svc.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data.upper())
+
+    threading.Thread(target=serve, daemon=True).start()
+    proc = run_proxy(["--unix-target", path, "127.0.0.1:0"])
+    with connect(proc.url, subprotocols=["binary"]) as ws:
+        ws.send(b"over unix")
+        assert recv_exactly(ws, 9) == b"OVER UNIX"
+    proc.wait_log(rf"closed .* target=unix:{path} ")
+    server.close()
+
+
+def test_unreachable_unix_target_is_502(run_proxy, tmp_path) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    proc = run_proxy(["--unix-target", str(tmp_path / "none.sock"), "127.0.0.1:0"])
+    with pytest.raises(InvalidStatus) as exc_info:
+        connect(proc.url)
+    assert exc_info.value.response.status_code == 502
+    assert b"cannot connect to target unix:" in exc_info.value.response.body

@@ -133,6 +133,7 @@ def setup_logging(settings: Settings) -> None:
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     from wsproxy.server import WSProxy
+    from wsproxy.session import target_name
 
     server = WSProxy(settings=settings)
     try:
@@ -154,7 +155,9 @@ def run(settings: Settings) -> int:
     log.info(
         "listening on %s, target %s",
         format_address(server.address),
-        format_address(settings.target) or f"by token from {settings.token_source}",
+        format_address(settings.target)
+        or (target_name(settings.unix_target) if settings.unix_target else "")
+        or f"by token from {settings.token_source}",
     )
     server.serve_forever()
     log.info("stopped")

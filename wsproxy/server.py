@@ -19,7 +19,7 @@ from gevent.server import StreamServer
 
 from wsproxy.errors import ConfigError
 from wsproxy.handshake import Request
-from wsproxy.session import Session, connect
+from wsproxy.session import Session, connect, target_name
 from wsproxy.settings import Address, Settings
 from wsproxy.tokens import TokenTable
 
@@ -65,14 +65,17 @@ class WSProxy(StreamServer):
 
     # -- hooks that features override --
 
-    def connect_target(self, request: Request) -> tuple[Any, Address]:
+    def connect_target(self, request: Request) -> tuple[Any, str]:
         """Open a connection to the target for a client that has asked to be relayed.
 
+        Returns the socket and the target's name for the log.
         Raises HandshakeError: 502 if the target cannot be reached, 400/404 for a bad token.
         """
-        target = self.tokens.lookup(request) if self.tokens else self.settings.target
+        target: Address | str | None = self.settings.unix_target or self.settings.target
+        if self.tokens is not None:
+            target = self.tokens.lookup(request)
         assert target is not None
-        return connect(target, self.settings.connect_timeout), target
+        return connect(target, self.settings.connect_timeout), target_name(target)
 
     def reload(self) -> None:
         """SIGHUP: re-read what can change without a restart (the token source)."""

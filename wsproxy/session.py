@@ -170,7 +170,7 @@ class Session:
                 self.peer,
                 protocol,
                 subprotocol or "-",
-                format_address(target),
+                target,
                 request.target,
             )
             outcome = relay.run(rest)
@@ -182,7 +182,7 @@ class Session:
             self.peer,
             protocol,
             subprotocol or "-",
-            format_address(target),
+            target,
             relay.bytes_in,
             relay.bytes_out,
             time.monotonic() - self.started,
@@ -221,17 +221,34 @@ class Session:
             drained += len(chunk)
 
 
-def connect(address: Address, timeout: float) -> Any:
-    """Open a TCP connection to ``address``; failures become a ``502`` naming the target."""
+def connect(address: Address | str, timeout: float) -> Any:
+    """Connect the target: ``(host, port)`` over TCP, or a UNIX socket path given as text.
+
+    Raises HandshakeError: ``502`` naming the target, with the reason.
+    """
     try:
-        sock = gevent.socket.create_connection(address, timeout=timeout)
+        if isinstance(address, str):
+            sock = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+            except OSError:
+                sock.close()
+                raise
+        else:
+            sock = gevent.socket.create_connection(address, timeout=timeout)
     except OSError as exc:
         reason = "timed out" if isinstance(exc, socket.timeout) else exc.strerror or str(exc)
         raise HandshakeError(
-            HTTPStatus.BAD_GATEWAY, f"cannot connect to target {format_address(address)}: {reason}"
+            HTTPStatus.BAD_GATEWAY, f"cannot connect to target {target_name(address)}: {reason}"
         ) from None
     sock.settimeout(None)
     return sock
+
+
+def target_name(address: Address | str) -> str:
+    """How logs and answers name a target: ``host:port`` or ``unix:PATH``."""
+    return f"unix:{address}" if isinstance(address, str) else format_address(address)
 
 
 def _nodelay(sock: Any) -> None:

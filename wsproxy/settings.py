@@ -226,6 +226,13 @@ class Settings:
         "TCP service each WebSocket client is relayed to",
         flag=None,
     )
+    unix_target: str | None = _setting(
+        None,
+        parse_text,
+        "a path",
+        "relay to this UNIX socket instead of a TCP target (e.g. QEMU's -vnc unix:PATH)",
+        meta="PATH",
+    )
     token_source: str | None = _setting(
         None,
         parse_text,
@@ -340,7 +347,15 @@ class Settings:
             raise ConfigError(
                 "no listen address given", source=source, key="listen", expected="[ADDR:]PORT"
             )
-        if self.target is None and self.token_source is None:
+        targets = [n for n in ("target", "unix_target", "token_source") if getattr(self, n)]
+        if len(targets) > 1:
+            raise ConfigError(
+                f"give one of target, unix_target and token_source, not {' and '.join(targets)}",
+                source=source,
+                key=targets[1],
+                expected="a single way to choose the target",
+            )
+        if not targets:
             raise ConfigError("no target given", source=source, key="target", expected="HOST:PORT")
         if self.target is not None and self.token_source is not None:
             raise ConfigError(
