@@ -18,6 +18,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from wsproxy.errors import ConfigError
+from wsproxy.frontdoor import FrontDoor
 from wsproxy.handshake import Request
 from wsproxy.session import Session, connect, target_name
 from wsproxy.settings import Address, Settings
@@ -56,6 +57,7 @@ class WSProxy(StreamServer):
         if settings is None:
             settings = Settings.create(listen=listen, target=target, **options)
         self.settings = settings
+        self.frontdoor = FrontDoor(settings)  # TLS context, web root: built once, checked now
         self.sessions: set[Session] = set()
         self.tokens = TokenTable(settings.token_source) if settings.token_source else None
         self._stopping = False

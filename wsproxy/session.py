@@ -77,8 +77,11 @@ class Session:
                 self.sock.close()
 
     def serve(self) -> None:
-        """Read the request and dispatch it; the hook for the front door's sniffing."""
-        request, rest = self.read_request(b"")
+        """Let the front door sniff (TLS, Flash policy), then read the request and dispatch it."""
+        data = self.server.frontdoor.open(self)
+        if data is None:
+            return
+        request, rest = self.read_request(data)
         self.dispatch(request, rest)
 
     def going_away(self) -> None:
@@ -91,10 +94,15 @@ class Session:
 
     # -- steps --
 
-    def read_request(self, data: bytes) -> tuple[Request, bytes]:
-        """Read until a whole request head is in; returns it and the bytes after it."""
+    def read_request(self, data: bytes, timeout: float | None = None) -> tuple[Request, bytes]:
+        """Read until a whole request head is in; returns it and the bytes after it.
+
+        ``timeout`` defaults to the handshake timeout (the web server passes its idle timeout).
+        """
         buf = bytearray(data)
-        with gevent.Timeout(self.settings.handshake_timeout, HandshakeTimeout):
+        if timeout is None:
+            timeout = self.settings.handshake_timeout
+        with gevent.Timeout(timeout, HandshakeTimeout):
             while True:
                 parsed = handshake.parse_request(buf)
                 if parsed is not None:
@@ -138,7 +146,11 @@ class Session:
         self.proxy(kind.value, subprotocol, response, rest, request)
 
     def serve_http(self, request: Request, rest: bytes) -> None:
-        """A plain HTTP request on the WebSocket port."""
+        """A plain HTTP request: the web server's if ``web`` is set, else a short refusal."""
+        web = self.server.frontdoor.web
+        if web is not None:
+            web.serve(self, request, rest)
+            return
         if request.method not in ("GET", "HEAD"):
             raise HandshakeError(
                 HTTPStatus.METHOD_NOT_ALLOWED, "this is a WebSocket endpoint", (("Allow", "GET"),)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsproxy.errors import ConfigError
+from wsproxy.policy import parse_domain as parse_policy_domain
+from wsproxy.policy import parse_ports as parse_policy_ports
 
 __all__ = [
     "SECTION",
@@ -277,6 +279,60 @@ class Settings:
         "seconds",
         "on SIGTERM/SIGINT, time clients have to close before they are cut",
         meta="SECS",
+    )
+    # -- front door: TLS, Flash policy, web server --
+    web: str | None = _setting(
+        None,
+        parse_text,
+        "a directory",
+        "serve static files from DIR to plain HTTP requests on the same port",
+        meta="DIR",
+    )
+    web_listing: bool = _setting(
+        False, parse_bool, "yes or no", "list directories without an index.html (with --web)"
+    )
+    cert: str | None = _setting(
+        None,
+        parse_text,
+        "a PEM file",
+        "TLS certificate (PEM, may hold the key too): accept wss:// and https://",
+        meta="FILE",
+    )
+    key: str | None = _setting(
+        None, parse_text, "a PEM file", "TLS private key, if not in the --cert file", meta="FILE"
+    )
+    ssl_only: bool = _setting(
+        False, parse_bool, "yes or no", "refuse plain (non-TLS) connections (needs --cert)"
+    )
+    verify_client: bool = _setting(
+        False,
+        parse_bool,
+        "yes or no",
+        "require a client certificate signed by a CA in --cafile",
+    )
+    cafile: str | None = _setting(
+        None,
+        parse_text,
+        "a PEM file",
+        "CA certificates for --verify-client",
+        meta="FILE",
+    )
+    policy: bool = _setting(
+        True, parse_bool, "yes or no", "answer Flash <policy-file-request/> on the same port"
+    )
+    policy_domain: str = _setting(
+        "*",
+        parse_policy_domain,
+        "*, a host name (*.example.com) or an IP address",
+        "domain the Flash policy allows",
+        meta="DOMAIN",
+    )
+    policy_ports: tuple[str, ...] = _setting(
+        (),
+        parse_policy_ports,
+        "ports N, ranges N-M or * separated by commas",
+        "ports the Flash policy allows; empty means the listening port",
+        meta="PORTS",
     )
     # -- logging --
     verbose: bool = _setting(False, parse_bool, "yes or no", "log debug detail", short="-v")

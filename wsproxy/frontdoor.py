@@ -1,0 +1,133 @@
+"""The sniffing front door: TLS, Flash policy requests and HTTP on one port.
+
+For each new connection the session asks :meth:`FrontDoor.open` what to do. It peeks at the first
+byte (under the handshake timeout): a TLS ClientHello is wrapped with the server's TLS context and
+sniffed again inside the tunnel; a Flash policy request is answered and closed; anything else is
+the start of an HTTP request (a WebSocket upgrade or a plain request for the web server).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import gevent
+
+from wsproxy import policy, sniff, tls
+from wsproxy.session import HEAD_READ_SIZE, ClientGone, HandshakeTimeout
+from wsproxy.settings import Settings
+from wsproxy.webserver import WebServer
+
+if TYPE_CHECKING:
+    from wsproxy.session import Session
+
+__all__ = ["FrontDoor"]
+
+log = logging.getLogger(__name__)
+
+NO_CERT_REMEDY = (
+    "give a certificate with --cert FILE (and --key FILE) to accept wss:// and https://"
+)
+
+
+class FrontDoor:
+    """Server-wide state of the front door, built once with the server.
+
+    Raises:
+        ConfigError: an unreadable certificate, key or CA file, or a ``web`` that is not a
+            directory (so the process exits 2 before it listens).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ssl_context = tls.make_context(settings)
+        self.web = WebServer(settings.web, listing=settings.web_listing) if settings.web else None
+        self._policy: bytes | None = None
+        self._told_no_cert = False
+
+    def policy_answer(self, port: int) -> bytes:
+        """The Flash policy document; without configured ports it allows the listening one."""
+        if self._policy is None:
+            ports = self.settings.policy_ports or (port,)
+            self._policy = policy.policy_response(self.settings.policy_domain, ports)
+        return self._policy
+
+    def open(self, session: Session) -> bytes | None:
+        """Sniff the connection and handle what is not HTTP.
+
+        Returns the bytes read so far of an HTTP request (the session reads the rest of its head
+        and dispatches it), or None when the connection has been answered or refused and only
+        needs closing. After a TLS handshake ``session.sock`` is the TLS socket and
+        ``session.secure`` is true.
+        """
+        kind, data = self.sniff(session)
+        if kind is sniff.Kind.TLS:
+            if not self.start_tls(session):
+                return None
+            kind, data = self.sniff(session)
+        elif self.settings.ssl_only:
+            log.info("refused peer=%s reason=%s", session.peer, '"plain connection, ssl_only"')
+            return None
+        if kind is sniff.Kind.POLICY:
+            if not self.settings.policy:
+                log.info("refused peer=%s reason=%s", session.peer, '"flash policy is off"')
+                return None
+            session.sock.sendall(self.policy_answer(session.server.server_port))
+            log.info("policy peer=%s secure=%s", session.peer, session.secure)
+            return None
+        return data
+
+    def sniff(self, session: Session) -> tuple[sniff.Kind, bytes]:
+        """Classify the connection by its first bytes, within the handshake timeout.
+
+        On a plain socket the first byte is only peeked, so that a TLS library wrapping it reads
+        the ClientHello whole. Everything else is read and returned, to be parsed further.
+        Inside TLS a second ClientHello is not special: it fails as a malformed HTTP request.
+        """
+        sock = session.sock
+        with gevent.Timeout(self.settings.handshake_timeout, HandshakeTimeout):
+            if not session.secure:
+                first = sock.recv(1, socket.MSG_PEEK)
+                if not first:
+                    raise ClientGone()
+                if sniff.classify(first) is sniff.Kind.TLS:
+                    return sniff.Kind.TLS, b""
+            buf = bytearray()
+            while (kind := sniff.classify(buf)) is sniff.Kind.INCOMPLETE:
+                chunk = sock.recv(HEAD_READ_SIZE)
+                if not chunk:
+                    raise ClientGone()
+                buf += chunk
+        if kind is sniff.Kind.TLS:
+            kind = sniff.Kind.HTTP
+        return kind, bytes(buf)
+
+    def start_tls(self, session: Session) -> bool:
+        """Wrap the session's socket and shake hands; False (logged) when that cannot be done."""
+        if self.ssl_context is None:
+            if not self._told_no_cert:
+                self._told_no_cert = True
+                log.warning(
+                    "refused peer=%s reason=%s remedy=%r",
+                    session.peer,
+                    '"TLS client but no certificate configured"',
+                    NO_CERT_REMEDY,
+                )
+            else:
+                log.debug("refused peer=%s reason=%s", session.peer, "tls-without-cert")
+            return False
+        try:
+            session.sock = tls.accept(
+                session.sock,
+                self.ssl_context,
+                self.settings.handshake_timeout,
+                HandshakeTimeout,
+            )
+        except ssl.SSLError as exc:
+            reason = exc.reason or exc.strerror or str(exc)
+            log.info("refused peer=%s reason=%s", session.peer, f'"TLS handshake failed: {reason}"')
+            return False
+        session.secure = True
+        return True

@@ -1,0 +1,187 @@
+"""The rules of serving static files, sans-I/O: which request paths are safe, which byte range a
+``Range`` header asks for, whether ``If-Modified-Since`` allows a ``304``, and the response head.
+
+Nothing here touches the file system; :mod:`wsproxy.webserver` resolves the segments under its
+root (and re-checks symlinks there) and streams the file.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import re
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from wsproxy.errors import HandshakeError
+
+__all__ = [
+    "MAX_TARGET_BYTES",
+    "ByteRange",
+    "RangeNotSatisfiable",
+    "content_type",
+    "http_date",
+    "listing_page",
+    "not_modified",
+    "parse_range",
+    "request_segments",
+    "response_head",
+]
+
+MAX_TARGET_BYTES = 2048  # a longer request path gets 414 (security limit)
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
+
+
+def request_segments(target: str, *, max_bytes: int = MAX_TARGET_BYTES) -> tuple[str, ...]:
+    """The decoded path segments of a request target, or a refusal.
+
+    The target must be an origin-form path (``/a/b?q``). Each segment is percent-decoded on its
+    own, so an encoded slash cannot create a new segment. Refused:
+
+    * 414 past ``max_bytes``; 400 for a target not starting with ``/``, a malformed escape or
+      invalid UTF-8;
+    * 403 for anything that could leave the root or name something other than a plain entry:
+      ``.``/``..`` (also encoded), an encoded ``/``, a backslash, a NUL or other control character
+      (raw or encoded), and dot-files such as ``.git`` or ``.htpasswd``.
+
+    Empty segments (``//``) are dropped; a trailing slash gives a final empty segment ``""`` so
+    the caller can tell ``/dir/`` from ``/dir``.
+    """
+    if len(target) > max_bytes:
+        raise HandshakeError(
+            HTTPStatus.REQUEST_URI_TOO_LONG, f"request path over {max_bytes} bytes"
+        )
+    path = target.split("#", 1)[0].split("?", 1)[0]
+    if not path.startswith("/"):
+        raise HandshakeError(HTTPStatus.BAD_REQUEST, "request path must start with /")
+    if _BAD_ESCAPE.search(path):
+        raise HandshakeError(HTTPStatus.BAD_REQUEST, "malformed percent-escape in path")
+    raw = path[1:].split("/")
+    segments: list[str] = []
+    for index, part in enumerate(raw):
+        try:
+            name = urllib.parse.unquote_to_bytes(part).decode("utf-8")
+        except UnicodeDecodeError:
+            raise HandshakeError(HTTPStatus.BAD_REQUEST, "path is not UTF-8") from None
+        if not name:
+            if index == len(raw) - 1:
+                segments.append("")
+            continue
+        if name.startswith(".") or "/" in name or "\\" in name:
+            raise HandshakeError(HTTPStatus.FORBIDDEN, "path not allowed")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise HandshakeError(HTTPStatus.FORBIDDEN, "path not allowed")
+        segments.append(name)
+    return tuple(segments)
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes ``start`` to ``end`` inclusive, of a representation of ``size`` bytes."""
+
+    start: int
+    end: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    def content_range(self) -> str:
+        return f"bytes {self.start}-{self.end}/{self.size}"
+
+
+class RangeNotSatisfiable(HandshakeError):
+    """A ``Range`` none of whose bytes exist: ``416`` with ``Content-Range: bytes */SIZE``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+            "requested range not satisfiable",
+            (("Content-Range", f"bytes */{size}"),),
+        )
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The single byte range asked for, or None to send the whole file (RFC 9110 section 14.2).
+
+    Only one ``bytes=`` range is honoured: a malformed header, another unit or several ranges
+    are ignored (the whole file is sent, as the RFC allows). Raises :class:`RangeNotSatisfiable`
+    when the range starts past the end or is an empty suffix.
+    """
+    if header is None:
+        return None
+    unit, sep, spec = header.strip().partition("=")
+    if not sep or unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, sep, last = spec.strip().partition("-")
+    if not sep or not (first.isdigit() or not first) or not (last.isdigit() or not last):
+        return None
+    if not first:
+        if not last:
+            return None
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        return ByteRange(max(size - suffix, 0), size - 1, size)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    return ByteRange(start, min(end, size - 1), size)
+
+
+def http_date(timestamp: float) -> str:
+    """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``)."""
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def not_modified(if_modified_since: str | None, mtime: float) -> bool:
+    """True if the file has not changed since the client's copy: answer ``304``.
+
+    HTTP dates have whole seconds, so the file time is truncated; an unparsable date is ignored.
+    """
+    if not if_modified_since:
+        return False
+    try:
+        since = email.utils.parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return int(mtime) <= since.timestamp()
+
+
+def content_type(guessed: str | None) -> str:
+    """The ``Content-Type`` for a guessed MIME type; text types are declared UTF-8."""
+    if not guessed:
+        return "application/octet-stream"
+    if guessed.startswith(_TEXT_TYPES):
+        return f"{guessed}; charset=utf-8"
+    return guessed
+
+
+def response_head(status: HTTPStatus, headers: Iterable[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status.value} {status.phrase}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def listing_page(path: str, names: Iterable[tuple[str, bool]]) -> bytes:
+    """An HTML index of a directory: ``names`` are (entry name, is a directory) pairs."""
+    title = html.escape(path)
+    items = []
+    for name, is_dir in names:
+        shown = name + "/" if is_dir else name
+        href = urllib.parse.quote(name) + ("/" if is_dir else "")
+        items.append(f'<li><a href="{html.escape(href)}">{html.escape(shown)}</a></li>')
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
+        f"<body><h1>{title}</h1><ul>\n" + "\n".join(items) + "\n</ul></body></html>\n"
+    ).encode("utf-8")
