@@ -43,7 +43,13 @@ class FrontDoor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ssl_context = tls.make_context(settings)
-        self.web = WebServer(settings.web, listing=settings.web_listing) if settings.web else None
+        self.web = (
+            WebServer(
+                settings.web, listing=settings.web_listing, close_timeout=settings.close_timeout
+            )
+            if settings.web
+            else None
+        )
         self._policy: bytes | None = None
         self._told_no_cert = False
 

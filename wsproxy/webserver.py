@@ -17,6 +17,8 @@ import stat
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+import gevent
+
 from wsproxy import handshake, static
 from wsproxy.errors import ConfigError, HandshakeError
 from wsproxy.handshake import Kind, Request
@@ -39,6 +41,7 @@ CHUNK_BYTES = 64 * 1024  # one read from the file, one send to the client
 KEEPALIVE_TIMEOUT = 15.0  # seconds an idle kept-alive connection waits for its next request
 MAX_KEEPALIVE_REQUESTS = 100  # requests on one connection before it is closed
 SEND_TIMEOUT = 60.0  # seconds a client may take to accept one chunk
+CLOSE_TIMEOUT = 2.0  # seconds to deliver an error answer and see the client close
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
 
@@ -64,6 +67,7 @@ class WebServer:
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         max_requests: int = MAX_KEEPALIVE_REQUESTS,
         send_timeout: float = SEND_TIMEOUT,
+        close_timeout: float = CLOSE_TIMEOUT,
         chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self.root = os.path.realpath(directory)
@@ -75,6 +79,7 @@ class WebServer:
         self.keepalive_timeout = keepalive_timeout
         self.max_requests = max_requests
         self.send_timeout = send_timeout
+        self.close_timeout = close_timeout
         self.chunk_bytes = chunk_bytes
 
     def serve(self, session: Session, request: Request, rest: bytes) -> None:
@@ -133,8 +138,10 @@ class WebServer:
             data = handshake.error_response(error)
             if head_only:
                 data = data[: data.index(b"\r\n\r\n") + 4]
-            with contextlib.suppress(OSError):
+            # Lingering close, as for refused handshakes: unread input must not reset the answer.
+            with contextlib.suppress(OSError, gevent.Timeout), gevent.Timeout(self.close_timeout):
                 sock.sendall(data)
+                session.linger()
         log.info(
             "web peer=%s method=%s path=%s status=%d bytes=%d",
             session.peer,
