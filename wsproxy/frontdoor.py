@@ -132,8 +132,8 @@ class FrontDoor:
                 HandshakeTimeout,
             )
         except ssl.SSLError as exc:
-            reason = exc.reason or exc.strerror or str(exc)
-            log.info("refused peer=%s reason=%s", session.peer, f'"TLS handshake failed: {reason}"')
+            reason = f'"TLS handshake failed: {tls.describe(exc)}"'
+            log.info("refused peer=%s reason=%s", session.peer, reason)
             return False
         session.secure = True
         return True

@@ -17,7 +17,7 @@ from gevent import ssl as gevent_ssl
 from wsproxy.errors import ConfigError
 from wsproxy.settings import Settings
 
-__all__ = ["MINIMUM_VERSION", "accept", "make_context"]
+__all__ = ["MINIMUM_VERSION", "accept", "describe", "make_context"]
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
@@ -57,7 +57,7 @@ def make_context(settings: Settings) -> ssl.SSLContext | None:
     except ssl.SSLError as exc:
         source = settings.key or settings.cert
         raise ConfigError(
-            f"cannot load the certificate and key: {exc.reason or exc}",
+            f"cannot load the certificate and key: {describe(exc)}",
             source=source,
             key="key" if settings.key else "cert",
             expected="a PEM certificate with its unencrypted private key",
@@ -67,7 +67,7 @@ def make_context(settings: Settings) -> ssl.SSLContext | None:
             context.load_verify_locations(cafile=settings.cafile)
         except ssl.SSLError as exc:
             raise ConfigError(
-                f"cannot load CA certificates: {exc.reason or exc}",
+                f"cannot load CA certificates: {describe(exc)}",
                 source=settings.cafile,
                 key="cafile",
                 expected="a PEM file of CA certificates",
@@ -91,6 +91,11 @@ def accept(sock: Any, context: ssl.SSLContext, timeout: float, timeout_error: ty
         tls_sock.close()
         raise
     return tls_sock
+
+
+def describe(error: ssl.SSLError) -> str:
+    """The short OpenSSL reason (``NO_SHARED_CIPHER``), else the message."""
+    return getattr(error, "reason", None) or error.strerror or str(error)
 
 
 def _check_readable(path: str, name: str) -> None:

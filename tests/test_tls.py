@@ -1,0 +1,312 @@
+"""TLS on the shared port: wss:// and https:// next to plain ws://, policy requests, --ssl-only,
+--verify-client, and the start-up and run-time failures, with a trustme test CA and real clients
+(``websockets``, Python ``ssl``, raw sockets)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from conftest import ROOT, ProxyProcess, read_http_head, read_until_closed
+from cryptography.hazmat.primitives import serialization
+from test_cli import run_cli
+from websockets.exceptions import ConnectionClosed, InvalidMessage
+from websockets.sync.client import connect
+
+from wsproxy.sniff import POLICY_REQUEST
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def pki(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Files: the server's key+chain in one PEM, cert and key apart, the CA, a client cert."""
+    d = tmp_path_factory.mktemp("pki")
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.private_key_and_cert_chain_pem.write_to_path(str(d / "server.pem"))
+    server.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    server.private_key_pem.write_to_path(str(d / "key.pem"))
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    key = serialization.load_pem_private_key(server.private_key_pem.bytes(), password=None)
+    (d / "encrypted-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    (d / "garbage.pem").write_text("not a certificate\n")
+    return {p.stem: str(p) for p in d.iterdir()}
+
+
+# How a client sees a TLS refusal: an alert, a reset, or a closed connection during the upgrade.
+REFUSED = (ssl.SSLError, ConnectionError, ConnectionClosed, InvalidMessage, EOFError)
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def tls_proxy(pki: dict[str, str], echo_server) -> Iterator[ProxyProcess]:  # type: ignore[no-untyped-def]
+    web = str(ROOT / "web")
+    proc = ProxyProcess(["127.0.0.1:0", echo_server.address, "--cert", pki["server"], "--web", web])
+    yield proc
+    proc.stop()
+
+
+def https_get(port: int, context: ssl.SSLContext, target: str = "/") -> tuple[int, bytes, str]:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        version = str(sock.version())
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status, headers, rest = read_http_head(sock)
+        body = rest + read_until_closed(sock)
+        assert len(body) == int(headers["content-length"])
+        return status, body, version
+
+
+def policy_request(sock: socket.socket) -> bytes:
+    sock.sendall(POLICY_REQUEST)
+    return read_until_closed(sock)
+
+
+def test_plain_ws_wss_web_and_policy_on_one_port_at_once(
+    tls_proxy: ProxyProcess, ca: trustme.CA
+) -> None:
+    port = tls_proxy.port
+    wss_url = f"wss://127.0.0.1:{port}/"
+    with (
+        connect(tls_proxy.url, subprotocols=["binary"]) as ws,
+        connect(wss_url, subprotocols=["binary"], ssl=client_context(ca)) as wss,
+    ):
+        # Both sessions are open while the web and policy requests come in on the same port.
+        status, body, _ = https_get(port, client_context(ca))
+        assert status == 200
+        assert body == (ROOT / "web" / "index.html").read_bytes()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /terminal.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_http_head(sock)[0] == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            answer = policy_request(sock)
+        assert answer.endswith(b"</cross-domain-policy>\n\0")
+        assert f'to-ports="{port}"'.encode() in answer
+        for client, data in ((ws, b"plain"), (wss, b"secure")):
+            client.send(data)
+            assert client.recv(timeout=5) == data
+    tls_proxy.wait_log(r"policy peer=\S+ secure=False")
+
+
+@pytest.mark.parametrize("subprotocol", ["binary", "base64"])
+def test_wss_round_trip_is_byte_exact(
+    tls_proxy: ProxyProcess, ca: trustme.CA, subprotocol: str
+) -> None:
+    url = f"wss://127.0.0.1:{tls_proxy.port}/"
+    with connect(url, subprotocols=[subprotocol], ssl=client_context(ca), max_size=None) as ws:
+        assert ws.subprotocol == subprotocol
+        for size in (1, 125, 65536, 1 << 20):
+            data = os.urandom(size)
+            ws.send(data if subprotocol == "binary" else base64.b64encode(data).decode())
+            got = b""
+            while len(got) < size:
+                message = ws.recv(timeout=10)
+                got += message if subprotocol == "binary" else base64.b64decode(message)
+            assert got == data
+
+
+def test_policy_request_inside_tls(tls_proxy: ProxyProcess, ca: trustme.CA) -> None:
+    context = client_context(ca)
+    with (
+        socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        assert policy_request(sock).endswith(b"</cross-domain-policy>\n\0")
+    tls_proxy.wait_log(r"policy peer=\S+ secure=True")
+
+
+def test_policy_can_be_switched_off(run_proxy, echo_server) -> None:  # type: ignore[no-untyped-def]
+    proc = run_proxy(["127.0.0.1:0", echo_server.address, "--no-policy"])
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
+        assert policy_request(sock) == b""
+    proc.wait_log(r'refused peer=\S+ reason="flash policy is off"')
+
+
+def test_policy_domain_and_ports_from_settings(run_proxy, echo_server) -> None:  # type: ignore[no-untyped-def]
+    proc = run_proxy(
+        [
+            "127.0.0.1:0",
+            echo_server.address,
+            "--policy-domain",
+            "example.com",
+            "--policy-ports",
+            "5900-5910,6080",
+        ]
+    )
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
+        answer = policy_request(sock)
+    assert b'domain="example.com" to-ports="5900-5910,6080"' in answer
+
+
+def test_tls_is_1_2_or_newer(tls_proxy: ProxyProcess, ca: trustme.CA) -> None:
+    assert https_get(tls_proxy.port, client_context(ca))[2] in ("TLSv1.2", "TLSv1.3")
+    context = client_context(ca)
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert https_get(tls_proxy.port, context)[2] == "TLSv1.2"
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def test_tls_1_1_client_is_refused(tls_proxy: ProxyProcess, ca: trustme.CA) -> None:
+    context = client_context(ca)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https_get(tls_proxy.port, context)
+    tls_proxy.wait_log(r'refused peer=\S+ reason="TLS handshake failed: \w+')
+
+
+def test_hixie_location_says_wss_over_tls(tls_proxy: ProxyProcess, ca: trustme.CA) -> None:
+    context = client_context(ca)
+    with (
+        socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        sock.sendall(
+            b"GET /path HTTP/1.1\r\nHost: h:1\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+            b"Origin: https://h\r\n\r\n"
+        )
+        status, headers, _ = read_http_head(sock)
+    assert status == 101
+    assert headers["websocket-location"] == "wss://h:1/path"
+
+
+def test_failed_handshakes_do_not_disturb_other_clients(
+    tls_proxy: ProxyProcess, ca: trustme.CA
+) -> None:
+    url = f"wss://127.0.0.1:{tls_proxy.port}/"
+    with connect(url, subprotocols=["binary"], ssl=client_context(ca)) as ws:
+        # A broken ClientHello, an untrusting client, a client that stops mid-handshake.
+        with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=5) as sock:
+            sock.sendall(b"\x16\x03\x01\x00\x05hello" + os.urandom(64))
+            assert read_until_closed(sock)[:1] in (b"", b"\x15")  # nothing, or a TLS alert
+        with pytest.raises(ssl.SSLCertVerificationError):
+            https_get(tls_proxy.port, ssl.create_default_context())
+        with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=5) as sock:
+            sock.sendall(b"\x16\x03")
+        ws.send(b"still here")
+        assert ws.recv(timeout=5) == b"still here"
+
+
+def test_ssl_only_refuses_plain_connections(
+    run_proxy, pki: dict[str, str], ca: trustme.CA, echo_server
+) -> None:  # type: ignore[no-untyped-def]
+    proc = run_proxy(
+        [
+            "127.0.0.1:0",
+            echo_server.address,
+            "--cert",
+            pki["cert"],
+            "--key",
+            pki["key"],
+            "--ssl-only",
+        ]
+    )
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        assert read_until_closed(sock) == b""
+    proc.wait_log(r'refused peer=\S+ reason="plain connection, ssl_only"')
+    url = f"wss://127.0.0.1:{proc.port}/"
+    with connect(url, subprotocols=["binary"], ssl=client_context(ca)) as ws:
+        ws.send(b"tls only")
+        assert ws.recv(timeout=5) == b"tls only"
+
+
+def test_verify_client_requires_a_client_certificate(
+    run_proxy, pki: dict[str, str], ca: trustme.CA, echo_server
+) -> None:  # type: ignore[no-untyped-def]
+    proc = run_proxy(
+        [
+            "127.0.0.1:0",
+            echo_server.address,
+            "--cert",
+            pki["server"],
+            "--verify-client",
+            "--cafile",
+            pki["ca"],
+        ]
+    )
+    url = f"wss://127.0.0.1:{proc.port}/"
+    with (
+        pytest.raises(REFUSED),
+        connect(url, subprotocols=["binary"], ssl=client_context(ca), open_timeout=5) as ws,
+    ):
+        ws.send(b"x")
+        ws.recv(timeout=5)
+    proc.wait_log(r'refused peer=\S+ reason="TLS handshake failed: \w+')
+
+    context = client_context(ca)
+    ca.issue_cert("client@example.test").configure_cert(context)
+    with connect(url, subprotocols=["binary"], ssl=context) as ws:
+        ws.send(b"with a client certificate")
+        assert ws.recv(timeout=5) == b"with a client certificate"
+
+    other = client_context(ca)
+    trustme.CA().issue_cert("stranger@example.test").configure_cert(other)
+    with (
+        pytest.raises(REFUSED),
+        connect(url, subprotocols=["binary"], ssl=other, open_timeout=5) as ws,
+    ):
+        ws.send(b"x")
+        ws.recv(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["--cert", "{d}/missing.pem"], "{d}/missing.pem"),
+        (["--cert", "{d}"], "{d}"),  # a directory
+        (["--cert", "{garbage}"], "{garbage}"),
+        (["--cert", "{cert}", "--key", "{d}/missing-key.pem"], "{d}/missing-key.pem"),
+        (["--cert", "{cert}", "--key", "{encrypted-key}"], "{encrypted-key}"),
+        (["--cert", "{cert}"], "{cert}"),  # no key in the file, none given
+        (["--cert", "{server}", "--verify-client", "--cafile", "{d}/no-ca.pem"], "{d}/no-ca.pem"),
+        (["--cert", "{server}", "--verify-client"], "cafile"),
+        (["--ssl-only"], "cert"),
+        (["--key", "{key}"], "cert"),
+    ],
+)
+def test_bad_tls_configuration_exits_2_naming_the_file(
+    pki: dict[str, str], args: list[str], culprit: str
+) -> None:
+    names = {**pki, "d": str(Path(pki["server"]).parent)}
+    result = run_cli("127.0.0.1:0", "127.0.0.1:1", *(a.format(**names) for a in args))
+    assert result.returncode == 2, result.stderr
+    assert culprit.format(**names) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tls_without_a_certificate_is_closed_and_logged_once(
+    proxy: ProxyProcess, ca: trustme.CA
+) -> None:
+    for _ in range(3):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            https_get(proxy.port, client_context(ca))
+    proxy.wait_log(r"TLS client but no certificate configured.*--cert FILE")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_http_head(sock)[0] == 404  # plain requests still work
+    assert sum("no certificate configured" in line for line in proxy.lines) == 1
