@@ -8,6 +8,7 @@ import base64
 import os
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,3 +311,27 @@ def test_tls_without_a_certificate_is_closed_and_logged_once(
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_http_head(sock)[0] == 404  # plain requests still work
     assert sum("no certificate configured" in line for line in proxy.lines) == 1
+
+
+def test_policy_request_sent_one_byte_at_a_time(tls_proxy: ProxyProcess) -> None:
+    with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for byte in POLICY_REQUEST:
+            sock.send(bytes([byte]))
+            time.sleep(0.002)
+        assert read_until_closed(sock).endswith(b"</cross-domain-policy>\n\0")
+
+
+@pytest.mark.parametrize("first_bytes", [b"", b"<policy-file", b"\x16\x03\x01", b"GET / HT"])
+def test_stalled_clients_are_closed_after_the_handshake_timeout(
+    run_proxy, pki: dict[str, str], echo_server, first_bytes: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    proc = run_proxy(
+        ["127.0.0.1:0", echo_server.address, "--cert", pki["server"], "--handshake-timeout", "0.5"]
+    )
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
+        sock.sendall(first_bytes)
+        started = time.monotonic()
+        read_until_closed(sock)
+        assert 0.3 < time.monotonic() - started < 4
+    proc.wait_log(r'refused peer=\S+ reason="?handshake timed out')
