@@ -67,6 +67,12 @@ def tls_proxy(pki: dict[str, str], echo_server) -> Iterator[ProxyProcess]:  # ty
     proc.stop()
 
 
+def assert_wss_echoes(port: int, context: ssl.SSLContext, data: bytes) -> None:
+    with connect(f"wss://127.0.0.1:{port}/", subprotocols=["binary"], ssl=context) as ws:
+        ws.send(data)
+        assert ws.recv(timeout=5) == data
+
+
 def https_get(port: int, context: ssl.SSLContext, target: str = "/") -> tuple[int, bytes, str]:
     with (
         socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
@@ -214,41 +220,20 @@ def test_failed_handshakes_do_not_disturb_other_clients(
 def test_ssl_only_refuses_plain_connections(
     run_proxy, pki: dict[str, str], ca: trustme.CA, echo_server
 ) -> None:  # type: ignore[no-untyped-def]
-    proc = run_proxy(
-        [
-            "127.0.0.1:0",
-            echo_server.address,
-            "--cert",
-            pki["cert"],
-            "--key",
-            pki["key"],
-            "--ssl-only",
-        ]
-    )
+    args = ["--cert", pki["cert"], "--key", pki["key"], "--ssl-only"]
+    proc = run_proxy(["127.0.0.1:0", echo_server.address, *args])
     with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
         assert read_until_closed(sock) == b""
     proc.wait_log(r'refused peer=\S+ reason="plain connection, ssl_only"')
-    url = f"wss://127.0.0.1:{proc.port}/"
-    with connect(url, subprotocols=["binary"], ssl=client_context(ca)) as ws:
-        ws.send(b"tls only")
-        assert ws.recv(timeout=5) == b"tls only"
+    assert_wss_echoes(proc.port, client_context(ca), b"tls only")
 
 
 def test_verify_client_requires_a_client_certificate(
     run_proxy, pki: dict[str, str], ca: trustme.CA, echo_server
 ) -> None:  # type: ignore[no-untyped-def]
-    proc = run_proxy(
-        [
-            "127.0.0.1:0",
-            echo_server.address,
-            "--cert",
-            pki["server"],
-            "--verify-client",
-            "--cafile",
-            pki["ca"],
-        ]
-    )
+    args = ["--cert", pki["server"], "--verify-client", "--cafile", pki["ca"]]
+    proc = run_proxy(["127.0.0.1:0", echo_server.address, *args])
     url = f"wss://127.0.0.1:{proc.port}/"
     with (
         pytest.raises(REFUSED),
@@ -260,9 +245,7 @@ def test_verify_client_requires_a_client_certificate(
 
     context = client_context(ca)
     ca.issue_cert("client@example.test").configure_cert(context)
-    with connect(url, subprotocols=["binary"], ssl=context) as ws:
-        ws.send(b"with a client certificate")
-        assert ws.recv(timeout=5) == b"with a client certificate"
+    assert_wss_echoes(proc.port, context, b"with a client certificate")
 
     other = client_context(ca)
     trustme.CA().issue_cert("stranger@example.test").configure_cert(other)

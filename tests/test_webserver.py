@@ -67,6 +67,15 @@ class HttpConn:
         self.sock.close()
 
 
+def fetch(port: int, target: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
+    """One GET on a connection of its own."""
+    conn = HttpConn(port)
+    try:
+        return conn.get(target, *headers)
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("site")
@@ -149,11 +158,7 @@ def test_at_least_twenty_traversal_attempts() -> None:
 
 @pytest.mark.parametrize("target", TRAVERSALS)
 def test_traversal_is_refused(web: ProxyProcess, site: Path, target: str) -> None:
-    conn = HttpConn(web.port)
-    try:
-        status, _, body = conn.get(target)
-    finally:
-        conn.close()
+    status, _, body = fetch(web.port, target)
     assert status in (400, 403, 404), (target, status)
     assert SECRET not in body
 
@@ -161,11 +166,7 @@ def test_traversal_is_refused(web: ProxyProcess, site: Path, target: str) -> Non
 def test_absolute_filesystem_path_is_looked_up_under_the_root(
     web: ProxyProcess, site: Path
 ) -> None:
-    conn = HttpConn(web.port)
-    try:
-        status, _, body = conn.get(str(site / "secret.txt"))
-    finally:
-        conn.close()
+    status, _, body = fetch(web.port, str(site / "secret.txt"))
     assert status == 404
     assert SECRET not in body
 
@@ -216,11 +217,7 @@ def test_directory_listing_when_enabled(run_proxy, site: Path, echo_server) -> N
     proc = run_proxy(
         ["127.0.0.1:0", echo_server.address, "--web", str(site / "root"), "--web-listing"]
     )
-    c = HttpConn(proc.port)
-    try:
-        status, headers, body = c.get("/noindex/")
-    finally:
-        c.close()
+    status, headers, body = fetch(proc.port, "/noindex/")
     assert status == 200
     assert headers["content-type"].startswith("text/html")
     assert b'href="c.txt"' in body
@@ -346,11 +343,7 @@ def test_upgrade_after_a_kept_alive_request_is_relayed(conn: HttpConn) -> None:
 
 
 def test_without_web_a_plain_request_says_websocket_endpoint(proxy: ProxyProcess) -> None:
-    c = HttpConn(proxy.port)
-    try:
-        status, _, body = c.get("/index.html")
-    finally:
-        c.close()
+    status, _, body = fetch(proxy.port, "/index.html")
     assert status == 404
     assert b"WebSocket endpoint" in body
 
@@ -381,11 +374,7 @@ def test_100_mib_file_is_streamed_with_flat_memory(run_proxy, tmp_path: Path, ec
         f.seek(BIG - 4)
         f.write(b"END!")
     proc = run_proxy(["127.0.0.1:0", echo_server.address, "--web", str(root)])
-    c = HttpConn(proc.port)
-    try:
-        c.get("/nope")  # warm up the code paths once; also closes this connection
-    finally:
-        c.close()
+    fetch(proc.port, "/nope")  # warm up the code paths once
     before = memory_kib(proc.proc.pid)
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
