@@ -5,13 +5,20 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 # Debian packages the tests drive as real peers (installed when missing; see tools/).
-TEST_PACKAGES := socat chromium
+TEST_PACKAGES := socat chromium telnetd tigervnc-standalone-server
 
-.PHONY: all venv run test lint typecheck unit system-packages clean
+.PHONY: all venv run test lint typecheck unit system-packages rebind clean
 
-all: venv
+all: venv rebind
 
-$(STAMP): requirements.txt requirements-test.txt pyproject.toml
+# The LD_PRELOAD library for wrapped programs (`pip install .` builds its own copy: setup.py).
+REBIND_CFLAGS := -Wall -Wextra -Werror -O2 -fPIC -shared
+rebind: rebind/rebind.so
+
+rebind/rebind.so: rebind/rebind.c
+	$(CC) $(REBIND_CFLAGS) -o $@ $< -ldl -pthread
+
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml setup.py rebind/rebind.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
@@ -32,10 +39,11 @@ typecheck: venv
 unit: venv
 	$(VENV)/bin/pytest
 
-test: venv system-packages lint typecheck unit
+test: venv rebind system-packages lint typecheck unit
 
-run: venv
+run: venv rebind
 	tools/run-demo.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -f rebind/rebind.so wsproxy/rebind.so
