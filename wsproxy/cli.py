@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 import textwrap
@@ -31,12 +32,15 @@ wsproxy {version}: a WebSockets-to-TCP proxy.
 
 Usage:
   wsproxy [options] [<listen> [<target>]]
+  wsproxy [options] <listen> -- <program>...
   wsproxy (-h | --help)
   wsproxy --version
 
 Arguments:
   <listen>   [ADDR:]PORT to listen on, e.g. 6080, 0.0.0.0:6080, [::1]:6080
   <target>   HOST:PORT of the TCP service, e.g. localhost:5900
+  <program>  a program to start and relay to: its bind() of the <listen> port is moved to a
+             free loopback port (rebind.so), e.g. -- python3 -m http.server 8000
 
 Options:
   -h, --help               show this help and exit
@@ -102,7 +106,11 @@ def parse_args(argv: Sequence[str]) -> Settings:
     if args["<listen>"] is not None:
         cli["listen"] = args["<listen>"]
     if args["<target>"] is not None:
+        if args["<target>"] == "--":
+            raise ConfigError("no program after --; see wsproxy --help", source="command line")
         cli["target"] = args["<target>"]
+    if args["<program>"]:
+        cli["wrap"] = tuple(args["<program>"])
     ini: dict[str, tuple[str, int]] = {}
     source = ""
     if args["--config"]:
@@ -157,11 +165,12 @@ def run(settings: Settings) -> int:
         format_address(server.address),
         format_address(settings.target)
         or (target_name(settings.unix_target) if settings.unix_target else "")
+        or (shlex.join(settings.wrap) if settings.wrap else "")
         or f"by token from {settings.token_source}",
     )
     server.serve_forever()
     log.info("stopped")
-    return 0
+    return server.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,6 +23,7 @@ from wsproxy.handshake import Request
 from wsproxy.session import Session, connect, target_name
 from wsproxy.settings import Address, Settings
 from wsproxy.tokens import TokenTable
+from wsproxy.wrap import WrappedProgram
 
 __all__ = ["WSProxy"]
 
@@ -35,12 +36,13 @@ class WSProxy(StreamServer):
     Args:
         listen: ``(host, port)`` or ``"[HOST:]PORT"``; port 0 picks a free one (see
             :attr:`server_port` after :meth:`start`).
-        target: ``(host, port)`` or ``"HOST:PORT"`` of the TCP service.
+        target: ``(host, port)`` or ``"HOST:PORT"`` of the TCP service; or ``wrap=`` a program
+            to start and relay to (see :mod:`wsproxy.wrap`).
         settings: a complete :class:`~wsproxy.settings.Settings` instead of the above.
         **options: any other setting by name (``web="www"``, ``max_connections=100``, ...).
 
     Raises:
-        ConfigError: an unknown option or a value of the wrong form.
+        ConfigError: an unknown option or a value of the wrong form; rebind.so not found.
     """
 
     session_class = Session
@@ -61,6 +63,15 @@ class WSProxy(StreamServer):
         self.sessions: set[Session] = set()
         self.tokens = TokenTable(settings.token_source) if settings.token_source else None
         self._stopping = False
+        self.wrapped: WrappedProgram | None = None
+        if settings.wrap:
+            self.wrapped = WrappedProgram(
+                settings.wrap,
+                mode=settings.wrap_mode,
+                rebind_lib=settings.rebind_lib,
+                connect_timeout=settings.wrap_connect_timeout,
+                on_exit=self._wrapped_exited,
+            )
         # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
         pool = Pool(settings.max_connections or None)
         super().__init__(settings.listen, spawn=pool)
@@ -73,6 +84,8 @@ class WSProxy(StreamServer):
         Returns the socket and the target's name for the log.
         Raises HandshakeError: 502 if the target cannot be reached, 400/404 for a bad token.
         """
+        if self.wrapped is not None:
+            return self.wrapped.connect()
         target: Address | str | None = self.settings.unix_target or self.settings.target
         if self.tokens is not None:
             target = self.tokens.lookup(request)
@@ -91,6 +104,32 @@ class WSProxy(StreamServer):
     def open_recorder(self, session: Session) -> Any:
         """A recorder for the session's traffic, or None."""
         return None
+
+    # -- wrapped program --
+
+    def start(self) -> None:
+        """Bind and accept; then start the wrapped program, if any, for the bound port.
+
+        Raises:
+            OSError: cannot listen. StartupError: the wrapped program cannot be started.
+        """
+        super().start()
+        if self.wrapped is not None:
+            try:
+                self.wrapped.start(self.server_port)
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def exit_status(self) -> int:
+        """0, or the wrapped program's status when its exit stopped us (``wrap_mode=exit``)."""
+        status = self.wrapped.exit_status if self.wrapped is not None else None
+        return status or 0
+
+    def _wrapped_exited(self, status: int) -> None:
+        log.info("stopping: wrapped program exited status=%d", status)
+        gevent.spawn(self.stop)
 
     # -- serving --
 
@@ -114,4 +153,6 @@ class WSProxy(StreamServer):
                 log.info("stopping: closing %d session(s)", len(self.sessions))
             closers = [gevent.spawn(s.going_away) for s in list(self.sessions)]
             gevent.joinall(closers, timeout=timeout)
+        if self.wrapped is not None:
+            self.wrapped.stop()  # every call waits until the program's group is gone
         super().stop(timeout=timeout)

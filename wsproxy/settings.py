@@ -25,6 +25,7 @@ from wsproxy.policy import parse_ports as parse_policy_ports
 __all__ = [
     "SECTION",
     "SETTINGS",
+    "WRAP_MODES",
     "Address",
     "Setting",
     "Settings",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 SECTION = "wsproxy"
+WRAP_MODES = ("exit", "ignore", "respawn")
 
 Address = tuple[str, int]
 
@@ -336,6 +338,37 @@ class Settings:
     )
     # -- logging --
     verbose: bool = _setting(False, parse_bool, "yes or no", "log debug detail", short="-v")
+    # -- wrap: start a program and relay to it (wsproxy PORT -- PROGRAM ARGS) --
+    wrap: tuple[str, ...] = _setting(
+        (),
+        parse_command,
+        "a command line with shell-like quoting",
+        "program to start with its bind() of the listen port moved to a free loopback port; "
+        "on the command line it follows --",
+        flag=None,
+    )
+    wrap_mode: str = _setting(
+        "exit",
+        choice(*WRAP_MODES),
+        "exit, ignore or respawn",
+        "when the wrapped program exits: exit (with its status), ignore (keep serving) or "
+        "respawn (start it again, with back-off)",
+        meta="MODE",
+    )
+    rebind_lib: str | None = _setting(
+        None,
+        parse_text,
+        "the path of rebind.so",
+        "the LD_PRELOAD library for wrapped programs (default: the one built with wsproxy)",
+        meta="PATH",
+    )
+    wrap_connect_timeout: float = _setting(
+        5.0,
+        parse_seconds,
+        "seconds",
+        "time a client waits for the wrapped program to accept (start-up, respawn); then 502",
+        meta="SECS",
+    )
 
     def __post_init__(self) -> None:
         # Library callers may pass text forms (``listen="127.0.0.1:6080"``); parse them here
@@ -403,16 +436,22 @@ class Settings:
             raise ConfigError(
                 "no listen address given", source=source, key="listen", expected="[ADDR:]PORT"
             )
-        targets = [n for n in ("target", "unix_target", "token_source") if getattr(self, n)]
+        targets = [n for n in ("target", "unix_target", "token_source", "wrap") if getattr(self, n)]
         if len(targets) > 1:
             raise ConfigError(
-                f"give one of target, unix_target and token_source, not {' and '.join(targets)}",
+                "give one of target, unix_target, token_source and wrap, "
+                f"not {' and '.join(targets)}",
                 source=source,
                 key=targets[1],
                 expected="a single way to choose the target",
             )
         if not targets:
-            raise ConfigError("no target given", source=source, key="target", expected="HOST:PORT")
+            raise ConfigError(
+                "no target given",
+                source=source,
+                key="target",
+                expected="HOST:PORT, or a program to wrap after --",
+            )
         if self.target is not None and self.token_source is not None:
             raise ConfigError(
                 "give either a target or a token source, not both",

@@ -1,0 +1,388 @@
+"""The wrapped program: ``wsproxy PORT -- PROGRAM ARGS``.
+
+wsproxy listens on PORT itself and starts PROGRAM with ``LD_PRELOAD=rebind.so``, which turns the
+program's ``bind()`` of PORT (on a wildcard or loopback address) into a bind of loopback on a free
+port picked here; clients are relayed to that port. The program runs in its own session and process
+group, its output goes to our log line by line, and what happens when it exits is the wrap mode:
+
+- ``exit``: wsproxy stops (clients get 1001) and exits with the program's status;
+- ``ignore``: logged, wsproxy keeps serving (programs that daemonize, like ``vncserver``);
+- ``respawn``: started again after a back-off (programs that serve one connection).
+
+The moved port is picked by binding port 0 and closing the socket just before the program starts:
+holding it would make the program's own bind fail (most programs do not set ``SO_REUSEPORT``).
+The race this leaves (another process taking the port between our close and the program's bind)
+is short, and the kernel hands out port-0 ports in a spread-out order, so a collision is unlikely;
+if it happens the program's bind fails and, in respawn mode, the next start picks another port.
+Each start picks a fresh port, so a respawned server never trips over the TIME_WAIT connections
+of the last one.
+
+wsproxy makes itself a child subreaper (Linux): descendants the program leaves behind are
+re-parented to us rather than to PID 1, so gevent's SIGCHLD handler reaps them and no zombie is
+left even where PID 1 does not reap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.socket
+import gevent.subprocess
+
+from wsproxy.errors import ConfigError, HandshakeError, StartupError
+from wsproxy.settings import format_address
+
+__all__ = [
+    "Backoff",
+    "WrappedProgram",
+    "find_rebind_lib",
+    "pick_port",
+    "rebind_env",
+    "status_of",
+]
+
+log = logging.getLogger(__name__)
+
+REBIND_LIB = "rebind.so"
+MAX_LOG_LINE = 4096  # bytes of one output line logged at once; the rest follows as another line
+BACKOFF_MIN = 0.1  # first respawn delay (seconds); doubles after each short run ...
+BACKOFF_MAX = 30.0  # ... up to this cap
+HEALTHY_RUN = 10.0  # a run at least this long resets the back-off
+STOP_GRACE = 5.0  # SIGTERM to the program's group, then SIGKILL after this long
+KILL_WAIT = 2.0  # time for the kernel to finish off a SIGKILLed group
+GROUP_POLL = 0.05  # pause between checks that the program's group is gone
+CONNECT_PAUSE = 0.05  # first pause between connection attempts while the program starts ...
+CONNECT_PAUSE_MAX = 0.5  # ... doubling up to this
+LOOPBACKS = ("127.0.0.1", "::1")  # rebind.so moves IPv4 binds to the first, IPv6 to the second
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def find_rebind_lib(configured: str | None) -> str:
+    """The LD_PRELOAD library: ``--rebind-lib`` if given, else the copy built into the package
+    (``pip install``), else ``rebind/rebind.so`` in a source checkout (``make rebind``).
+
+    Raises:
+        ConfigError: the library is not there, with how to build it.
+    """
+    package = Path(__file__).resolve().parent
+    if configured:
+        candidates = [Path(configured)]
+    else:
+        candidates = [package / REBIND_LIB, package.parent / "rebind" / REBIND_LIB]
+    for path in candidates:
+        if path.is_file():
+            return str(path.resolve())
+    raise ConfigError(
+        f"{REBIND_LIB} not found (looked at {', '.join(str(p) for p in candidates)})",
+        source="--rebind-lib" if configured else None,
+        key="rebind_lib",
+        expected="the path of a built rebind.so: run `make rebind` in the source tree, "
+        "or reinstall wsproxy with `pip install .` (needs a C compiler)",
+    )
+
+
+def pick_port() -> int:
+    """A port free on every local address, IPv4 and IPv6 (so the program may bind either)."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:  # no IPv6 on this host
+        with socket.socket() as sock4:
+            sock4.bind(("127.0.0.1", 0))
+            return int(sock4.getsockname()[1])
+    with sock:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0))
+        return int(sock.getsockname()[1])
+
+
+def rebind_env(base: Mapping[str, str], lib: str, old_port: int, new_port: int) -> dict[str, str]:
+    """The program's environment: ``base`` plus our library first in ``LD_PRELOAD`` (the user's
+    own preloads kept after it) and the two ports. ``base`` is not changed."""
+    env = dict(base)
+    preload = env.get("LD_PRELOAD", "").strip()
+    env["LD_PRELOAD"] = f"{lib} {preload}" if preload else lib
+    env["REBIND_OLD_PORT"] = str(old_port)
+    env["REBIND_NEW_PORT"] = str(new_port)
+    return env
+
+
+def status_of(returncode: int) -> int:
+    """A shell-style exit status: the code, or 128 + the signal number for a signal death."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class Backoff:
+    """Respawn delays: ``BACKOFF_MIN`` doubling to ``BACKOFF_MAX``, reset by a healthy run."""
+
+    def __init__(
+        self,
+        *,
+        first: float = BACKOFF_MIN,
+        cap: float = BACKOFF_MAX,
+        healthy: float = HEALTHY_RUN,
+    ) -> None:
+        self.first = first
+        self.cap = cap
+        self.healthy = healthy
+        self._next = first
+
+    def after_run(self, seconds: float) -> float:
+        """The delay before the next start, given how long the last run lasted."""
+        if seconds >= self.healthy:
+            self._next = self.first
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay
+
+
+class WrappedProgram:
+    """One wrapped program and its restarts; :meth:`start` it after the listener is bound.
+
+    Args:
+        argv: the program and its arguments (looked up in ``PATH``).
+        mode: ``exit``, ``ignore`` or ``respawn``.
+        rebind_lib: ``--rebind-lib`` or None for the built-in search (see :func:`find_rebind_lib`).
+        connect_timeout: how long :meth:`connect` waits for the program to accept.
+        on_exit: called with the exit status when the program exits in ``exit`` mode.
+
+    Raises:
+        ConfigError: rebind.so cannot be found.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        mode: str,
+        rebind_lib: str | None,
+        connect_timeout: float,
+        on_exit: Callable[[int], None],
+        stop_grace: float = STOP_GRACE,
+    ) -> None:
+        self.argv = tuple(argv)
+        self.name = os.path.basename(self.argv[0])
+        self.mode = mode
+        self.lib = find_rebind_lib(rebind_lib)
+        self.connect_timeout = connect_timeout
+        self.on_exit = on_exit
+        self.stop_grace = stop_grace
+        self.listen_port = 0
+        self.port = 0  # the moved port of the current run
+        self.exit_status: int | None = None  # set when the program exits in exit mode
+        self.proc: Any = None
+        self.started = 0.0  # monotonic time of the current run's start
+        self.restarts = 0
+        self._host = LOOPBACKS[0]
+        self._backoff = Backoff()
+        self._stopping = False
+        self._supervisor: gevent.Greenlet | None = None
+        self._readers: list[gevent.Greenlet] = []
+        self._stopper: gevent.Greenlet | None = None
+        self._wake = gevent.event.Event()
+
+    # -- life cycle --
+
+    def start(self, listen_port: int) -> None:
+        """Start the program for the listener on ``listen_port``, and watch it.
+
+        Raises:
+            StartupError: the program cannot be executed (not found, not executable).
+        """
+        self.listen_port = listen_port
+        _become_subreaper()
+        self._spawn()
+        self._supervisor = gevent.spawn(self._supervise)
+
+    def stop(self) -> None:
+        """SIGTERM the program's process group, SIGKILL it after the grace period, and return once
+        the group is gone. Every call waits for the same work, so it is safe to call twice."""
+        self._stopping = True
+        self._wake.set()
+        if self._stopper is None:
+            self._stopper = gevent.spawn(self._stop)
+        self._stopper.join()
+
+    def _stop(self) -> None:
+        # The supervisor goes first, so that no respawn starts behind our back.
+        if self._supervisor is not None:
+            self._supervisor.kill()
+        if self.proc is not None:
+            self._end_group(self.proc.pid, self.stop_grace)
+        gevent.joinall(self._readers, timeout=KILL_WAIT)
+        gevent.killall(self._readers)
+
+    def connect(self) -> tuple[Any, str]:
+        """Connect to the program's moved port, waiting up to ``connect_timeout`` for it to accept
+        (it may still be starting or respawning). Returns the socket and its address for the log.
+
+        Raises:
+            HandshakeError: 502 when it did not accept in time.
+        """
+        deadline = time.monotonic() + self.connect_timeout
+        pause = CONNECT_PAUSE
+        reason = "not started"
+        while True:
+            port = self.port
+            hosts = (self._host, *(h for h in LOOPBACKS if h != self._host))
+            for host in hosts:
+                remaining = max(deadline - time.monotonic(), 0.01)
+                try:
+                    sock = gevent.socket.create_connection((host, port), timeout=remaining)
+                except OSError as exc:
+                    if not isinstance(exc, socket.timeout) and exc.errno != errno.EADDRNOTAVAIL:
+                        reason = exc.strerror or str(exc)
+                    continue
+                sock.settimeout(None)
+                self._host = host
+                return sock, format_address((host, port))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HandshakeError(
+                    HTTPStatus.BAD_GATEWAY,
+                    f"wrapped program {self.name} did not accept on port {port} within "
+                    f"{self.connect_timeout:g}s: {reason}",
+                )
+            gevent.sleep(min(pause, remaining))
+            pause = min(pause * 2, CONNECT_PAUSE_MAX)
+
+    # -- internals --
+
+    def _spawn(self) -> None:
+        """Pick a port and start one run of the program."""
+        self.port = pick_port()  # closed again at once: see the module docstring
+        env = rebind_env(os.environ, self.lib, self.listen_port, self.port)
+        try:
+            proc = gevent.subprocess.Popen(
+                self.argv,
+                env=env,
+                stdin=gevent.subprocess.DEVNULL,
+                stdout=gevent.subprocess.PIPE,
+                stderr=gevent.subprocess.PIPE,
+                start_new_session=True,  # own session and process group: we signal the group
+                close_fds=True,
+            )
+        except OSError as exc:
+            self.proc = None
+            raise StartupError(f"cannot start {self.argv[0]}: {exc.strerror or exc}") from None
+        self.proc = proc
+        self.started = time.monotonic()
+        log.info(
+            "wrap started name=%s pid=%d port=%d moved_to=%d",
+            self.name,
+            proc.pid,
+            self.listen_port,
+            self.port,
+        )
+        self._readers = [r for r in self._readers if not r.dead]
+        for stream in (proc.stdout, proc.stderr):
+            self._readers.append(gevent.spawn(self._log_output, stream, proc.pid))
+
+    def _log_output(self, stream: Any, pid: int) -> None:
+        """Copy one of the program's output streams to the log, line by line."""
+        try:
+            while line := stream.readline(MAX_LOG_LINE):
+                text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+                log.info("wrap %s[%d]: %s", self.name, pid, text)
+        except (OSError, ValueError):  # closed under us at shutdown
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+    def _supervise(self) -> None:
+        """Wait for each run to end and apply the mode."""
+        while True:
+            proc = self.proc
+            if proc is not None:
+                status = status_of(proc.wait())
+                ran = time.monotonic() - self.started
+                if self._stopping:
+                    return
+                log.info(
+                    "wrap exited name=%s pid=%d status=%d secs=%.2f mode=%s",
+                    self.name,
+                    proc.pid,
+                    status,
+                    ran,
+                    self.mode,
+                )
+            else:  # the last start failed
+                status, ran = 127, 0.0
+            if self.mode == "exit":
+                self.exit_status = status
+                self.on_exit(status)
+                return
+            if self.mode == "ignore":
+                log.info(
+                    "wrap exit ignored name=%s, still relaying to port %d", self.name, self.port
+                )
+                return
+            if proc is not None:
+                self._end_group(proc.pid, self.stop_grace)  # leftovers of the last run
+            delay = self._backoff.after_run(ran)
+            self.restarts += 1
+            log.info("wrap respawn name=%s restart=%d delay=%.1f", self.name, self.restarts, delay)
+            if self._wake.wait(delay) or self._stopping:
+                return
+            try:
+                self._spawn()
+            except StartupError as exc:
+                log.error("wrap %s", exc)
+
+    def _end_group(self, pgid: int, grace: float) -> None:
+        """SIGTERM the process group, SIGKILL it after ``grace``; return once it is gone."""
+        if not _signal_group(pgid, signal.SIGTERM):
+            return
+        if _wait_group_gone(pgid, grace):
+            return
+        log.warning("wrap group pgid=%d still running after %.1fs: SIGKILL", pgid, grace)
+        _signal_group(pgid, signal.SIGKILL)
+        if not _wait_group_gone(pgid, KILL_WAIT):
+            log.error("wrap group pgid=%d did not go away after SIGKILL", pgid)
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send a signal to a process group; False if the group no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed its user (setuid): it is still there
+        return True
+    return True
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    # Zombies count as members until reaped; gevent's SIGCHLD handler reaps our children and,
+    # as we are a subreaper, the group's orphans too.
+    deadline = time.monotonic() + timeout
+    while _signal_group(pgid, 0):
+        if time.monotonic() >= deadline:
+            return False
+        gevent.sleep(GROUP_POLL)
+    return True
+
+
+def _become_subreaper() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_CHILD_SUBREAPER) failed: errno=%d", ctypes.get_errno())
+    except (OSError, AttributeError):
+        log.debug("prctl not available: orphans of the wrapped program go to PID 1")
