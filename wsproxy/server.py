@@ -71,6 +71,7 @@ class WSProxy(StreamServer):
                 rebind_lib=settings.rebind_lib,
                 connect_timeout=settings.wrap_connect_timeout,
                 on_exit=self._wrapped_exited,
+                stop_grace=settings.graceful_timeout,
             )
         # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
         pool = Pool(settings.max_connections or None)

@@ -279,7 +279,8 @@ class Settings:
         5.0,
         parse_seconds,
         "seconds",
-        "on SIGTERM/SIGINT, time clients have to close before they are cut",
+        "on SIGTERM/SIGINT, time clients have to close before they are cut (and a wrapped "
+        "program has between SIGTERM and SIGKILL)",
         meta="SECS",
     )
     # -- front door: TLS, Flash policy, web server --

@@ -88,7 +88,6 @@ def find_rebind_lib(configured: str | None) -> str:
             return str(path.resolve())
     raise ConfigError(
         f"{REBIND_LIB} not found (looked at {', '.join(str(p) for p in candidates)})",
-        source="--rebind-lib" if configured else None,
         key="rebind_lib",
         expected="the path of a built rebind.so: run `make rebind` in the source tree, "
         "or reinstall wsproxy with `pip install .` (needs a C compiler)",

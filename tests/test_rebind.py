@@ -1,0 +1,154 @@
+"""rebind.so, compiled here from rebind/rebind.c, under LD_PRELOAD in real child processes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+# Binds each address given on the command line (family, host, port) and prints where each socket
+# landed, or the errno of a failed bind, as one JSON list.
+CHILD = """
+import json, socket, sys
+out = []
+for spec in sys.argv[1:]:
+    family, host, port = spec.split(",")
+    sock = socket.socket(socket.AF_INET6 if family == "6" else socket.AF_INET)
+    if family == "6":
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind((host, int(port)))
+        out.append(list(sock.getsockname()[:2]))
+    except OSError as exc:
+        out.append(exc.errno)
+    sock.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def rebind_so(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh build of rebind.c with the project's flags: any warning fails the build."""
+    out = tmp_path_factory.mktemp("rebind") / "rebind.so"
+    cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
+    flags = ["-Wall", "-Wextra", "-Werror", "-O2", "-fPIC", "-shared"]
+    result = subprocess.run(
+        [cc, *flags, "-o", str(out), str(ROOT / "rebind" / "rebind.c"), "-ldl", "-pthread"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # warning-free, not merely error-free
+    return out
+
+
+def two_free_ports() -> tuple[int, int]:
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return a.getsockname()[1], b.getsockname()[1]
+
+
+def run_child(lib: Path, env: dict[str, str], *specs: str) -> tuple[list[object], str]:
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, *specs],
+        env={**os.environ, "LD_PRELOAD": str(lib), **env},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+def ports_env(old: int, new: int) -> dict[str, str]:
+    return {"REBIND_OLD_PORT": str(old), "REBIND_NEW_PORT": str(new)}
+
+
+@pytest.mark.parametrize(
+    ("family", "host", "landed"),
+    [
+        ("4", "0.0.0.0", "127.0.0.1"),
+        ("4", "127.0.0.1", "127.0.0.1"),
+        ("6", "::", "::1"),
+        ("6", "::1", "::1"),
+        ("6", "::ffff:0.0.0.0", "::ffff:127.0.0.1"),
+        ("6", "::ffff:127.0.0.1", "::ffff:127.0.0.1"),
+    ],
+)
+def test_bind_of_old_port_lands_on_loopback_at_new_port(
+    rebind_so: Path, family: str, host: str, landed: str
+) -> None:
+    old, new = two_free_ports()
+    out, stderr = run_child(rebind_so, ports_env(old, new), f"{family},{host},{old}")
+    assert out == [[landed, new]]
+    assert "rebind" not in stderr
+
+
+def test_bind_of_another_port_is_untouched(rebind_so: Path) -> None:
+    old, new = two_free_ports()
+    _, other = two_free_ports()
+    out, _ = run_child(
+        rebind_so, ports_env(old, new), f"4,0.0.0.0,{other}", f"6,::1,{other}", "4,127.0.0.1,0"
+    )
+    assert out[0] == ["0.0.0.0", other]
+    assert out[1] == ["::1", other]
+    assert out[2][0] == "127.0.0.1" and out[2][1] not in (0, old, new)  # type: ignore[index]
+
+
+def test_failing_bind_reports_the_real_errno(rebind_so: Path) -> None:
+    old, new = two_free_ports()
+    with socket.create_server(("127.0.0.1", new)) as taken:
+        assert taken.getsockname()[1] == new
+        out, _ = run_child(rebind_so, ports_env(old, new), f"4,0.0.0.0,{old}", f"4,8.8.8.8,{old}")
+    assert out == [errno.EADDRINUSE, errno.EADDRNOTAVAIL]
+
+
+def test_unix_socket_bind_passes_through(rebind_so: Path, tmp_path: Path) -> None:
+    old, new = two_free_ports()
+    path = tmp_path / "sock"
+    code = f"import socket; s = socket.socket(socket.AF_UNIX); s.bind({str(path)!r}); print('ok')"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "LD_PRELOAD": str(rebind_so), **ports_env(old, new)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+    assert path.exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "REBIND_OLD_PORT and REBIND_NEW_PORT are unset"),
+        ({"REBIND_OLD_PORT": "80x", "REBIND_NEW_PORT": "1"}, "REBIND_OLD_PORT is not a port"),
+        ({"REBIND_OLD_PORT": "1", "REBIND_NEW_PORT": "70000"}, "REBIND_NEW_PORT is not a port"),
+        ({"REBIND_OLD_PORT": "1"}, "REBIND_NEW_PORT is not a port 1-65535: (unset)"),
+    ],
+)
+def test_unset_or_malformed_ports_pass_through_and_are_reported_once(
+    rebind_so: Path, env: dict[str, str], message: str
+) -> None:
+    _, port = two_free_ports()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REBIND_")}
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, f"4,0.0.0.0,{port}", f"6,::,{port}"],
+        env={**clean, "LD_PRELOAD": str(rebind_so), **env},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert json.loads(result.stdout) == [["0.0.0.0", port], ["::", port]]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("rebind:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
