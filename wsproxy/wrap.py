@@ -97,15 +97,14 @@ def find_rebind_lib(configured: str | None) -> str:
 def pick_port() -> int:
     """A port free on every local address, IPv4 and IPv6 (so the program may bind either)."""
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+            return int(sock.getsockname()[1])
     except OSError:  # no IPv6 on this host
         with socket.socket() as sock4:
             sock4.bind(("127.0.0.1", 0))
             return int(sock4.getsockname()[1])
-    with sock:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::", 0))
-        return int(sock.getsockname()[1])
 
 
 def rebind_env(base: Mapping[str, str], lib: str, old_port: int, new_port: int) -> dict[str, str]:
