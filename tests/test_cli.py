@@ -124,7 +124,7 @@ def test_ini_syntax_error_and_missing_section(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["6080"], "target: no target given (expected HOST:PORT)"),
+        (["6080"], "target: no target given (expected HOST:PORT"),
         (["70000", "a:1"], "listen: bad value '70000'"),
         (["6080", "a:b"], "target: bad value 'a:b'"),
         (["--bogus", "6080", "a:1"], "unknown option --bogus"),
