@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ProxyProcess, free_port
+from conftest import ROOT, ProxyProcess, free_port
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -219,11 +219,25 @@ def test_program_binding_ipv6_any_is_reached_on_ipv6_loopback(wrap) -> None:
 
 
 def test_program_output_is_logged_and_user_ld_preload_kept(wrap) -> None:
-    show = program("import os, sys; print(os.environ['LD_PRELOAD']); print('err', file=sys.stderr)")
+    show = program(
+        "import os, sys; print(os.environ['LD_PRELOAD']); print('err', file=sys.stderr)\n"
+        "print('x' * 10000)"
+    )
     proxy = wrap([*show, "{port}"], "--wrap-mode=ignore", env={"LD_PRELOAD": "libm.so.6"})
     pid = proxy.wait_log(STARTED).group(1)
     proxy.wait_log(rf"wrap python\S*\[{pid}\]: /\S+/rebind\.so libm\.so\.6$")
     proxy.wait_log(rf"wrap python\S*\[{pid}\]: err$")
+    proxy.wait_log(r"wrap exit ignored")
+    long_line = [line.split("]: ", 1)[1] for line in proxy.lines if line.endswith("xxx")]
+    assert "".join(long_line) == "x" * 10000
+    assert max(len(part) for part in long_line) <= 4096  # logged in bounded pieces
+
+
+def test_rebind_lib_option_is_used(wrap) -> None:
+    lib = ROOT / "rebind" / "rebind.so"
+    show = program("import os; print('preload', os.environ['LD_PRELOAD'])")
+    proxy = wrap([*show, "{port}"], f"--rebind-lib={lib}", "--wrap-mode=ignore")
+    proxy.wait_log(rf"wrap python\S*\[\d+\]: preload {re.escape(str(lib))}$")
 
 
 def test_client_waits_for_a_slow_starting_program(wrap) -> None:
