@@ -20,12 +20,16 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 typedef int (*bind_fn)(int, const struct sockaddr *, socklen_t);
+
+/* The shortest AF_INET6 address the kernel accepts: RFC 2133's, without sin6_scope_id. */
+#define SIN6_MIN_LEN ((socklen_t)offsetof(struct sockaddr_in6, sin6_scope_id))
 
 static bind_fn real_bind;     /* set once by rebind_init(); NULL only if dlsym failed */
 static in_port_t old_port;    /* network byte order; 0 means "pass everything through" */
@@ -127,9 +131,13 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
 			moved.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 			return real_bind(fd, (const struct sockaddr *)&moved, sizeof moved);
 		}
-	} else if (addr->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+	} else if (addr->sa_family == AF_INET6 && len >= SIN6_MIN_LEN) {
+		/* Up to sizeof(struct sockaddr_in6); the kernel also takes the RFC 2133 size. */
+		socklen_t used = len < (socklen_t)sizeof(struct sockaddr_in6)
+					 ? len : (socklen_t)sizeof(struct sockaddr_in6);
 		struct sockaddr_in6 moved;
-		memcpy(&moved, addr, sizeof moved);
+		memset(&moved, 0, sizeof moved);
+		memcpy(&moved, addr, used);
 		if (moved.sin6_port == old_port && local_ipv6(&moved.sin6_addr)) {
 			moved.sin6_port = new_port;
 			if (IN6_IS_ADDR_V4MAPPED(&moved.sin6_addr)) {
@@ -140,7 +148,7 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
 				moved.sin6_addr = in6addr_loopback;
 			}
 			moved.sin6_scope_id = 0;
-			return real_bind(fd, (const struct sockaddr *)&moved, sizeof moved);
+			return real_bind(fd, (const struct sockaddr *)&moved, used);
 		}
 	}
 	return real_bind(fd, addr, len);
