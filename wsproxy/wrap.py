@@ -195,7 +195,8 @@ class WrappedProgram:
     # -- life cycle --
 
     def start(self, listen_port: int) -> None:
-        """Start the program for the listener on ``listen_port``, and watch it.
+        """Start the program for the listener on ``listen_port``, and watch it. On Linux this
+        makes the whole process a child subreaper (see the module docstring).
 
         Raises:
             StartupError: the program cannot be executed (not found, not executable).
