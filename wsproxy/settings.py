@@ -30,6 +30,7 @@ __all__ = [
     "Settings",
     "format_address",
     "parse_address",
+    "parse_path",
     "read_ini",
 ]
 
@@ -140,6 +141,12 @@ def parse_text(text: str) -> str:
     if not value:
         raise ValueError(text)
     return value
+
+
+def parse_path(text: str) -> str:
+    """A file system path; relative ones are made absolute before a daemon leaves its directory
+    (see :func:`wsproxy.daemon.absolute_paths`), so declare every path setting with this parser."""
+    return parse_text(text)
 
 
 def parse_list(text: str) -> tuple[str, ...]:
@@ -336,6 +343,41 @@ class Settings:
     )
     # -- logging --
     verbose: bool = _setting(False, parse_bool, "yes or no", "log debug detail", short="-v")
+    # -- process: daemon, pid file, log destinations, workers --
+    daemon: bool = _setting(
+        False,
+        parse_bool,
+        "yes or no",
+        "detach from the terminal and run in the background (after every start-up check)",
+        short="-D",
+    )
+    pid_file: str | None = _setting(
+        None,
+        parse_path,
+        "a file path",
+        "write the process id to FILE; a FILE naming a running wsproxy refuses the start",
+        meta="FILE",
+    )
+    log_file: str | None = _setting(
+        None, parse_path, "a file path", "append the log to FILE; SIGHUP reopens it", meta="FILE"
+    )
+    syslog: bool = _setting(
+        False, parse_bool, "yes or no", "send the log to syslog (daemon facility)"
+    )
+    syslog_address: str = _setting(
+        "/dev/log",
+        parse_path,
+        "the path of a UNIX datagram socket",
+        "syslog socket; if the default is missing, /var/run/syslog is tried",
+        meta="PATH",
+    )
+    workers: int = _setting(
+        1,
+        parse_positive,
+        "a whole number, 1 or more",
+        "processes serving clients; above 1 a master process supervises them",
+        meta="N",
+    )
 
     def __post_init__(self) -> None:
         # Library callers may pass text forms (``listen="127.0.0.1:6080"``); parse them here
