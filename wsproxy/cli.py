@@ -131,7 +131,7 @@ def _read_file(path: str) -> str:
 def setup_logging(settings: Settings) -> None:
     """Install the log handlers the settings ask for (stderr, file, syslog); raises StartupError."""
     root = logging.getLogger()
-    for handler in open_handlers(settings):
+    for handler in open_handlers(absolute_paths(settings)):
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
 

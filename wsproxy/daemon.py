@@ -212,5 +212,6 @@ def _is_running_wsproxy(pid: int) -> bool:
         return not os.path.isdir("/proc")  # no procfs: assume the live process is ours
     except OSError as exc:
         return exc.errno != errno.ESRCH
-    # The pid was reused by another program (or is a zombie, whose cmdline is empty): stale.
-    return b"wsproxy" in cmdline
+    # "wsproxy ...", "python3 /usr/bin/wsproxy ...", "python -m wsproxy ...". Anything else
+    # means the pid was reused by another program (a zombie's cmdline is empty): stale.
+    return any(os.path.basename(arg) == b"wsproxy" for arg in cmdline.split(b"\0")[:3])
