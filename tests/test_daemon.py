@@ -188,6 +188,31 @@ def test_daemon_detaches_writes_pid_file_serves_logs_and_cleans_up(start_daemon)
     assert "stopped" in daemon.log().splitlines()[-1]
 
 
+def test_daemon_with_workers_names_the_master_and_stops_everything(start_daemon) -> None:
+    daemon = start_daemon("--workers", "2")
+    master = daemon.pid
+    wait_until(lambda: daemon.log().count("worker started") == 2, what="two workers")
+    workers = [int(p) for p in re.findall(r"worker started pid=(\d+)", daemon.log())]
+    for pid in workers:
+        assert running(pid) and proc_stat(pid)[1] == str(master)  # type: ignore[index]
+    echo_once(daemon.port)
+    os.kill(master, signal.SIGTERM)
+    wait_until(lambda: not any(map(running, [master, *workers])), 15, "all processes to exit")
+    assert not daemon.pid_path.exists()
+    assert "master stopped" in daemon.log()
+
+
+def test_daemon_without_a_log_destination_warns_on_the_terminal(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    result = wsproxy("-D", "--pid-file", "w.pid", "127.0.0.1:0", echo_server.address, cwd=tmp_path)
+    assert result.returncode == 0
+    pid = int((tmp_path / "w.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    assert "the log is discarded" in result.stderr
+    wait_until(lambda: not running(pid), 10, "the daemon to exit")
+
+
 def test_open_client_gets_1001_when_daemon_is_stopped(start_daemon) -> None:
     daemon = start_daemon()
     with connect(f"ws://127.0.0.1:{daemon.port}/", open_timeout=5) as ws:

@@ -159,6 +159,11 @@ def run(settings: Settings) -> int:
         except OSError as exc:
             raise _cannot_listen(settings, exc) from None
         if settings.daemon:
+            if not (settings.log_file or settings.syslog):
+                print(
+                    "wsproxy: warning: no --log-file or --syslog: the log is discarded",
+                    file=sys.stderr,
+                )
             readiness = detach()
         if pid_file:
             pid_file.commit()
