@@ -50,7 +50,11 @@ def running(pid: int) -> bool:
 
 
 def echo_once(port: int, data: bytes = b"ping") -> None:
-    with connect(f"ws://127.0.0.1:{port}/", open_timeout=5, close_timeout=5) as ws:
+    echo_once_to(f"ws://127.0.0.1:{port}/", data)
+
+
+def echo_once_to(url: str, data: bytes = b"ping") -> None:
+    with connect(url, open_timeout=5, close_timeout=5) as ws:
         ws.send(data)
         assert ws.recv(timeout=5) == data
 
@@ -82,9 +86,14 @@ def start_daemon(tmp_path: Path, echo_server: EchoServer) -> Iterator[object]:
     asserts the foreground exited 0. Anything still running is killed afterwards."""
     started: list[int] = []
 
-    def start(*extra: str, pid_file: str = "w.pid", log_file: str = "w.log") -> Daemon:
+    def start(
+        *extra: str,
+        pid_file: str = "w.pid",
+        log_file: str = "w.log",
+        target: tuple[str, ...] = (echo_server.address,),
+    ) -> Daemon:
         args = ["-D", "--pid-file", pid_file, "--log-file", log_file, *extra]
-        result = wsproxy(*args, "127.0.0.1:0", echo_server.address, cwd=tmp_path)
+        result = wsproxy(*args, "127.0.0.1:0", *target, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         daemon = Daemon(tmp_path, tmp_path / pid_file, tmp_path / log_file, result)
         started.append(daemon.pid)
@@ -254,6 +263,21 @@ def _pid_of_finished() -> int:
     with subprocess.Popen(["true"]) as proc:
         proc.wait()
     return proc.pid
+
+
+def test_relative_paths_still_name_the_same_files_after_detaching(
+    start_daemon, tmp_path: Path, echo_server: EchoServer
+) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"first: {echo_server.address}\n")
+    daemon = start_daemon("--token-source", "tokens.txt", target=())
+    echo_once_to(f"ws://127.0.0.1:{daemon.port}/?token=first")
+    tokens.write_text(f"first: {echo_server.address}\nsecond: {echo_server.address}\n")
+    os.kill(daemon.pid, signal.SIGHUP)  # re-read from "/" as cwd: only an absolute path works
+    wait_until(
+        lambda: f"reloaded token_source={tokens} tokens=2" in daemon.log(), what="token reload"
+    )
+    echo_once_to(f"ws://127.0.0.1:{daemon.port}/?token=second")
 
 
 def test_sighup_reopens_a_rotated_log_file(start_daemon) -> None:

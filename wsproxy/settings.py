@@ -237,14 +237,14 @@ class Settings:
     )
     unix_target: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a path",
         "relay to this UNIX socket instead of a TCP target (e.g. QEMU's -vnc unix:PATH)",
         meta="PATH",
     )
     token_source: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a file or directory of 'token: host:port' lines",
         "choose the target per client by the token in its URL (?token=NAME) or cookie, "
         "from this file or directory (websockify's TokenFile format)",
@@ -290,7 +290,7 @@ class Settings:
     # -- front door: TLS, Flash policy, web server --
     web: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a directory",
         "serve static files from DIR to plain HTTP requests on the same port",
         meta="DIR",
@@ -300,13 +300,13 @@ class Settings:
     )
     cert: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a PEM file",
         "TLS certificate (PEM, may hold the key too): accept wss:// and https://",
         meta="FILE",
     )
     key: str | None = _setting(
-        None, parse_text, "a PEM file", "TLS private key, if not in the --cert file", meta="FILE"
+        None, parse_path, "a PEM file", "TLS private key, if not in the --cert file", meta="FILE"
     )
     ssl_only: bool = _setting(
         False, parse_bool, "yes or no", "refuse plain (non-TLS) connections (needs --cert)"
@@ -319,7 +319,7 @@ class Settings:
     )
     cafile: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a PEM file",
         "CA certificates for --verify-client",
         meta="FILE",
