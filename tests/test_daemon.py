@@ -293,6 +293,19 @@ def test_sighup_reopens_a_rotated_log_file(start_daemon) -> None:
     assert "listening on" in rotated.read_text()
 
 
+def test_log_file_that_cannot_be_reopened_keeps_the_old_one(start_daemon, tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    daemon = start_daemon(log_file="logs/w.log")
+    port = daemon.port
+    (tmp_path / "logs").rename(tmp_path / "old")
+    os.kill(daemon.pid, signal.SIGHUP)
+    old = tmp_path / "old" / "w.log"
+    wait_until(lambda: "cannot reopen log file" in old.read_text(), what="the reopen error")
+    assert f"path={tmp_path / 'logs' / 'w.log'} reason=No such file or directory" in old.read_text()
+    echo_once(port)
+    wait_until(lambda: "closed peer=" in old.read_text(), what="the session in the old file")
+
+
 def test_syslog_receives_log_lines(tmp_path: Path, echo_server: EchoServer, run_proxy) -> None:
     address = tmp_path / "log.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:

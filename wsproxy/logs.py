@@ -30,6 +30,8 @@ __all__ = [
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 # syslog adds its own time stamp and host; the tag "wsproxy[pid]:" is the usual form.
 SYSLOG_FORMAT = "wsproxy[%(process)d]: %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger(__name__)
+
 DEFAULT_SYSLOG_ADDRESS = "/dev/log"
 SYSLOG_FALLBACK_ADDRESS = "/var/run/syslog"  # macOS and some BSDs have no /dev/log
 
@@ -45,17 +47,10 @@ class ReopeningFileHandler(logging.FileHandler):
         super().__init__(path, mode="a", encoding="utf-8")
 
     def reopen(self) -> None:
-        """Close and reopen the file; if reopening fails, keep writing to the old one."""
+        """Close and reopen the file. Raises OSError and keeps the old file if that fails."""
         self.acquire()
         try:
-            try:
-                stream = self._open()
-            except OSError as exc:
-                # Cannot raise from a signal's work: say it where the log still goes.
-                self.handleError(
-                    logging.makeLogRecord({"msg": f"cannot reopen {self.baseFilename}: {exc}"})
-                )
-                return
+            stream = self._open()
             old, self.stream = self.stream, stream
             if old is not None:
                 old.close()
@@ -126,12 +121,21 @@ def _probe_unix_socket(path: str) -> socket.SocketKind:
 def reopen_log_files(logger: logging.Logger | None = None) -> int:
     """Reopen every :class:`ReopeningFileHandler` of ``logger`` (the root logger by default).
 
-    Returns how many were reopened. Syslog and stderr need nothing.
+    Returns how many were reopened. One that cannot be reopened (its directory is gone, no
+    permission) keeps writing to the old file, and says so there. Syslog and stderr need nothing.
     """
     logger = logger or logging.getLogger()
     reopened = 0
     for handler in logger.handlers:
         if isinstance(handler, ReopeningFileHandler):
-            handler.reopen()
-            reopened += 1
+            try:
+                handler.reopen()
+            except OSError as exc:
+                log.error(
+                    "cannot reopen log file path=%s reason=%s; still writing to the old file",
+                    handler.baseFilename,
+                    exc.strerror or exc,
+                )
+            else:
+                reopened += 1
     return reopened
