@@ -122,6 +122,20 @@ def test_missing_config_file_fails_in_foreground_with_status_2(tmp_path: Path) -
     assert "nowhere.ini: cannot read the file" in result.stderr
 
 
+def test_unreadable_cert_fails_in_foreground_with_status_2(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    for cert, reason in [("missing.pem", "cannot read the file"), ("cert.pem", "")]:
+        result = wsproxy(
+            "-D", "--pid-file", "w.pid", "--cert", cert, "127.0.0.1:0", echo_server.address,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert f"{tmp_path / cert}: cert: {reason}" in result.stderr
+        assert not (tmp_path / "w.pid").exists()
+
+
 def test_port_in_use_fails_in_foreground_with_status_1(
     tmp_path: Path, echo_server: EchoServer
 ) -> None:
