@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -159,6 +159,17 @@ def proxy(echo_server: EchoServer) -> Iterator[ProxyProcess]:
     proc = ProxyProcess(["127.0.0.1:0", echo_server.address])
     yield proc
     proc.stop()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5, what: str = "") -> object:
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := predicate():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.02)
 
 
 def free_port() -> int:

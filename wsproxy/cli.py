@@ -14,16 +14,22 @@ import signal
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from docopt import DocoptExit, docopt
 
 from wsproxy import __version__
+from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
 from wsproxy.errors import ConfigError, StartupError, WSProxyError
+from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
+from wsproxy.workers import Arbiter
 
-__all__ = ["build_usage", "main", "parse_args"]
+if TYPE_CHECKING:
+    from wsproxy.server import WSProxy
+
+__all__ = ["build_usage", "main", "parse_args", "run", "serve", "setup_logging"]
 
 log = logging.getLogger("wsproxy")
 
@@ -131,35 +137,105 @@ def _read_file(path: str) -> str:
 
 
 def setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if settings.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Install the log handlers the settings ask for (stderr, file, syslog); raises StartupError."""
+    root = logging.getLogger()
+    for handler in open_handlers(absolute_paths(settings)):
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
 
 
 def run(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit status."""
-    from wsproxy.server import WSProxy
-    from wsproxy.session import target_name
+    """Start in the order that keeps failures on the terminal, serve until SIGTERM/SIGINT, and
+    return the exit status.
 
+    Order: settings validated and the log opened (by the caller), paths made absolute -> server
+    built (anything it reads, such as a certificate, is read now) -> pid file claimed -> listener
+    bound -> detach (``--daemon``) -> pid file written -> serve, in this process or in
+    ``--workers`` processes.
+    """
+    from wsproxy.server import WSProxy
+
+    settings = absolute_paths(settings)
     server = WSProxy(settings=settings)
+    pid_file = PidFile(settings.pid_file) if settings.pid_file else None
+    readiness: Readiness | None = None
+    try:
+        if pid_file:
+            pid_file.claim()  # "already running" says more than "address in use"
+        try:
+            server.init_socket()  # bound and listening now; accepting starts where it serves
+        except OSError as exc:
+            raise _cannot_listen(settings, exc) from None
+        if settings.daemon:
+            if not (settings.log_file or settings.syslog):
+                print(
+                    "wsproxy: warning: no --log-file or --syslog: the log is discarded",
+                    file=sys.stderr,
+                )
+            readiness = detach()
+        if pid_file:
+            pid_file.commit()
+        if settings.workers > 1:
+            arbiter = Arbiter(
+                settings.workers,
+                lambda: serve(server),
+                listener=server.socket,
+                graceful_timeout=settings.graceful_timeout,
+                reload=reopen_log_files,
+            )
+            _log_listening(server)
+            if readiness:
+                readiness.ready()
+            return arbiter.run()
+        return serve(server, readiness)
+    except StartupError as exc:
+        if readiness:
+            readiness.failed(str(exc))
+        raise
+    finally:
+        if pid_file:
+            pid_file.remove()
+
+
+def serve(server: WSProxy, readiness: Readiness | None = None) -> int:
+    """Serve in this process (the only one, or a worker) until SIGTERM/SIGINT; SIGHUP reopens
+    the log files and calls :meth:`WSProxy.reload`."""
     try:
         server.start()
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise StartupError(
-            f"cannot listen on {format_address(settings.listen)}: {reason}"
-        ) from None
+        raise _cannot_listen(server.settings, exc) from None
 
-    def on_signal(signum: int) -> None:
+    def on_stop(signum: int) -> None:
         # Runs in the hub: only hand the work to a greenlet.
         log.info("received %s, stopping", signal.Signals(signum).name)
         gevent.spawn(server.stop)
 
+    def on_hup() -> None:
+        log.info("received SIGHUP, reopening logs")
+        reopen_log_files()
+        gevent.spawn(server.reload)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, on_signal, signum)
-    gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(server.reload))
+        gevent.signal_handler(signum, on_stop, signum)
+    gevent.signal_handler(signal.SIGHUP, on_hup)
+    if server.settings.workers == 1:  # else the master said it
+        _log_listening(server)
+    if readiness:
+        readiness.ready()
+    server.serve_forever()
+    log.info("stopped")
+    return server.exit_status
+
+
+def _cannot_listen(settings: Settings, exc: OSError) -> StartupError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return StartupError(f"cannot listen on {format_address(settings.listen)}: {reason}")
+
+
+def _log_listening(server: WSProxy) -> None:
+    from wsproxy.session import target_name
+
+    settings = server.settings
     log.info(
         "listening on %s, target %s",
         format_address(server.address),
@@ -168,9 +244,6 @@ def run(settings: Settings) -> int:
         or (shlex.join(settings.wrap) if settings.wrap else "")
         or f"by token from {settings.token_source}",
     )
-    server.serve_forever()
-    log.info("stopped")
-    return server.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "Settings",
     "format_address",
     "parse_address",
+    "parse_path",
     "read_ini",
 ]
 
@@ -144,6 +145,12 @@ def parse_text(text: str) -> str:
     return value
 
 
+def parse_path(text: str) -> str:
+    """A file system path; relative ones are made absolute before a daemon leaves its directory
+    (see :func:`wsproxy.daemon.absolute_paths`), so declare every path setting with this parser."""
+    return parse_text(text)
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item for item in text.replace(",", " ").split() if item)
 
@@ -232,14 +239,14 @@ class Settings:
     )
     unix_target: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a path",
         "relay to this UNIX socket instead of a TCP target (e.g. QEMU's -vnc unix:PATH)",
         meta="PATH",
     )
     token_source: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a file or directory of 'token: host:port' lines",
         "choose the target per client by the token in its URL (?token=NAME) or cookie, "
         "from this file or directory (websockify's TokenFile format)",
@@ -286,7 +293,7 @@ class Settings:
     # -- front door: TLS, Flash policy, web server --
     web: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a directory",
         "serve static files from DIR to plain HTTP requests on the same port",
         meta="DIR",
@@ -296,13 +303,13 @@ class Settings:
     )
     cert: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a PEM file",
         "TLS certificate (PEM, may hold the key too): accept wss:// and https://",
         meta="FILE",
     )
     key: str | None = _setting(
-        None, parse_text, "a PEM file", "TLS private key, if not in the --cert file", meta="FILE"
+        None, parse_path, "a PEM file", "TLS private key, if not in the --cert file", meta="FILE"
     )
     ssl_only: bool = _setting(
         False, parse_bool, "yes or no", "refuse plain (non-TLS) connections (needs --cert)"
@@ -315,7 +322,7 @@ class Settings:
     )
     cafile: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "a PEM file",
         "CA certificates for --verify-client",
         meta="FILE",
@@ -358,7 +365,7 @@ class Settings:
     )
     rebind_lib: str | None = _setting(
         None,
-        parse_text,
+        parse_path,
         "the path of rebind.so",
         "the LD_PRELOAD library for wrapped programs (default: the one built with wsproxy)",
         meta="PATH",
@@ -369,6 +376,41 @@ class Settings:
         "seconds",
         "time a client waits for the wrapped program to accept (start-up, respawn); then 502",
         meta="SECS",
+    )
+    # -- process: daemon, pid file, log destinations, workers --
+    daemon: bool = _setting(
+        False,
+        parse_bool,
+        "yes or no",
+        "detach from the terminal and run in the background (after every start-up check)",
+        short="-D",
+    )
+    pid_file: str | None = _setting(
+        None,
+        parse_path,
+        "a file path",
+        "write the process id to FILE; a FILE naming a running wsproxy refuses the start",
+        meta="FILE",
+    )
+    log_file: str | None = _setting(
+        None, parse_path, "a file path", "append the log to FILE; SIGHUP reopens it", meta="FILE"
+    )
+    syslog: bool = _setting(
+        False, parse_bool, "yes or no", "send the log to syslog (daemon facility)"
+    )
+    syslog_address: str = _setting(
+        "/dev/log",
+        parse_path,
+        "the path of a UNIX datagram socket",
+        "syslog socket; if the default is missing, /var/run/syslog is tried",
+        meta="PATH",
+    )
+    workers: int = _setting(
+        1,
+        parse_positive,
+        "a whole number, 1 or more",
+        "processes serving clients; above 1 a master process supervises them",
+        meta="N",
     )
 
     def __post_init__(self) -> None:

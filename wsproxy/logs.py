@@ -1,0 +1,141 @@
+"""Log destinations: stderr, a log file that SIGHUP reopens, syslog.
+
+This module builds the handlers and can reopen them; :mod:`wsproxy.cli` installs them. Every
+destination is opened here, in the foreground, so a file that cannot be written or a missing syslog
+socket stops the start with a :class:`~wsproxy.errors.StartupError` before a daemon detaches.
+
+Every line carries the process id: with ``--workers`` it tells which worker served a session.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import logging.handlers
+import socket
+import sys
+
+from wsproxy.errors import StartupError
+from wsproxy.settings import Settings
+
+__all__ = [
+    "LOG_FORMAT",
+    "SYSLOG_FALLBACK_ADDRESS",
+    "SYSLOG_FORMAT",
+    "ReopeningFileHandler",
+    "open_handlers",
+    "reopen_log_files",
+]
+
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+# syslog adds its own time stamp and host; the tag "wsproxy[pid]:" is the usual form.
+SYSLOG_FORMAT = "wsproxy[%(process)d]: %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger(__name__)
+
+DEFAULT_SYSLOG_ADDRESS = "/dev/log"
+SYSLOG_FALLBACK_ADDRESS = "/var/run/syslog"  # macOS and some BSDs have no /dev/log
+
+
+class ReopeningFileHandler(logging.FileHandler):
+    """A file handler that :meth:`reopen` points at a fresh file of the same name.
+
+    logrotate renames the file and sends SIGHUP; the next line goes to the new file. (Unlike
+    ``WatchedFileHandler``, nothing is ``stat``-ed per log line.)
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, mode="a", encoding="utf-8")
+
+    def reopen(self) -> None:
+        """Close and reopen the file. Raises OSError and keeps the old file if that fails."""
+        self.acquire()
+        try:
+            stream = self._open()
+            old, self.stream = self.stream, stream
+            if old is not None:
+                old.close()
+        finally:
+            self.release()
+
+
+def open_handlers(settings: Settings) -> list[logging.Handler]:
+    """The handlers the settings ask for, each opened now; raises StartupError.
+
+    stderr is used unless the process will detach (its stderr becomes /dev/null).
+    """
+    handlers: list[logging.Handler] = []
+    if not settings.daemon:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if settings.log_file:
+        try:
+            handlers.append(ReopeningFileHandler(settings.log_file))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot open log file {settings.log_file}: {exc.strerror or exc}"
+            ) from None
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    if settings.syslog:
+        handler = _syslog_handler(settings.syslog_address)
+        handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
+        handlers.append(handler)
+    return handlers
+
+
+def _syslog_handler(address: str) -> logging.Handler:
+    candidates = [address]
+    if address == DEFAULT_SYSLOG_ADDRESS:
+        candidates.append(SYSLOG_FALLBACK_ADDRESS)
+    errors = []
+    for path in candidates:
+        # SysLogHandler swallows a failed connect (and retries per line): probe first, so a
+        # missing syslog is a start-up error rather than a silent loss.
+        try:
+            socktype = _probe_unix_socket(path)
+        except OSError as exc:
+            errors.append(f"{path}: {exc.strerror or exc}")
+            continue
+        return logging.handlers.SysLogHandler(
+            address=path, facility=logging.handlers.SysLogHandler.LOG_DAEMON, socktype=socktype
+        )
+    # No silent fall-back to UDP: a daemon's log sent to a port nobody reads would just vanish.
+    raise StartupError("cannot reach syslog (" + "; ".join(errors) + "); set syslog_address")
+
+
+def _probe_unix_socket(path: str) -> socket.SocketKind:
+    """The type of socket (datagram, else stream) that connects to ``path``; raises OSError."""
+    error: OSError | None = None
+    for socktype in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, socktype) as sock:
+            try:
+                sock.connect(path)
+            except OSError as exc:
+                # EPROTOTYPE: a stream socket at the path; keep the first other error.
+                error = exc if error is None or error.errno == errno.EPROTOTYPE else error
+                continue
+            return socktype
+    assert error is not None
+    raise error
+
+
+def reopen_log_files(logger: logging.Logger | None = None) -> int:
+    """Reopen every :class:`ReopeningFileHandler` of ``logger`` (the root logger by default).
+
+    Returns how many were reopened. One that cannot be reopened (its directory is gone, no
+    permission) keeps writing to the old file, and says so there. Syslog and stderr need nothing.
+    """
+    logger = logger or logging.getLogger()
+    reopened = 0
+    for handler in logger.handlers:
+        if isinstance(handler, ReopeningFileHandler):
+            try:
+                handler.reopen()
+            except OSError as exc:
+                log.error(
+                    "cannot reopen log file path=%s reason=%s; still writing to the old file",
+                    handler.baseFilename,
+                    exc.strerror or exc,
+                )
+            else:
+                reopened += 1
+    return reopened

@@ -1,0 +1,321 @@
+"""Pre-fork workers: a master process that keeps N serving processes alive (gunicorn's arbiter,
+small).
+
+The listening socket was bound before the master forks, so every worker accepts on the same socket
+and the kernel gives each connection to one of them. The master serves nobody; it loops:
+
+- signal handlers only queue the signal and wake the loop (no logging, no work in a handler);
+- the loop takes the signals off the queue and dispatches them (``handle_<name>``), reaps workers
+  that exited with ``waitpid(WNOHANG)`` (only its own workers: another child of the master, such
+  as a wrapped program, is left to whoever started it), and starts missing workers, waiting a
+  growing back-off while workers keep dying young;
+- SIGTERM/SIGINT: SIGTERM to every worker, which stops accepting and closes its sessions with
+  1001 within ``graceful_timeout``; whatever is left after that gets SIGKILL; the master returns 0;
+- SIGHUP: the master runs its ``reload`` callback (log reopen) and passes SIGHUP on.
+
+Hooks for features that live in the master (a wrapped program, a metrics endpoint): override
+:meth:`Arbiter.on_start`, :meth:`Arbiter.on_tick` (at least every ``WAKE_INTERVAL``),
+:meth:`Arbiter.on_stop` and :meth:`Arbiter.on_worker_exit`; :attr:`Arbiter.restarts` counts
+replaced workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import gevent
+
+__all__ = [
+    "PARENT_CHECK_INTERVAL",
+    "RESPAWN_BACKOFF_MAX",
+    "RESPAWN_BACKOFF_MIN",
+    "STOP_KILL_AFTER",
+    "WAKE_INTERVAL",
+    "WORKER_STABLE_SECS",
+    "Arbiter",
+    "Worker",
+]
+
+log = logging.getLogger(__name__)
+
+WAKE_INTERVAL = 1.0  # the master loop wakes at least this often (back-off timers, on_tick)
+RESPAWN_BACKOFF_MIN = 0.5  # delay before replacing a worker that died young...
+RESPAWN_BACKOFF_MAX = 30.0  # ...doubling per young death up to this
+WORKER_STABLE_SECS = 10.0  # a worker that lived this long resets the back-off
+STOP_KILL_AFTER = 2.0  # on stop: seconds beyond graceful_timeout before SIGKILL
+PARENT_CHECK_INTERVAL = 1.0  # a worker checks this often whether its master is gone
+
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
+@dataclass
+class Worker:
+    """One forked worker: ``number`` is its slot (1..N, reused by its replacement)."""
+
+    pid: int
+    number: int
+    started: float
+
+
+class Arbiter:
+    """The master process's loop.
+
+    Args:
+        count: how many workers to keep running.
+        serve: runs in each worker after the fork (and ``gevent.reinit()``); serves until
+            SIGTERM and returns the worker's exit status.
+        listener: the bound listening socket; the master closes its copy when it stops, so the
+            port refuses new connections while the workers drain.
+        graceful_timeout: how long workers have to close their sessions on stop.
+        reload: called in the master on SIGHUP, before SIGHUP is passed on (log reopen).
+    """
+
+    def __init__(
+        self,
+        count: int,
+        serve: Callable[[], int],
+        *,
+        listener: Any = None,
+        graceful_timeout: float = 5.0,
+        reload: Callable[[], Any] = lambda: None,
+    ) -> None:
+        self.count = count
+        self.serve = serve
+        self.listener = listener
+        self.graceful_timeout = graceful_timeout
+        self.reload = reload
+        self.workers: dict[int, Worker] = {}
+        self.restarts = 0
+        self.pid = os.getpid()
+        self._signals: collections.deque[int] = collections.deque()
+        self._wake_r = self._wake_w = -1
+        self._stopping = False
+        self._backoff = 0.0
+        self._next_spawn = 0.0
+
+    # -- hooks for features living in the master --
+
+    def on_start(self) -> None:
+        """Before the first worker is forked."""
+
+    def on_tick(self) -> None:
+        """Each turn of the loop, at least every WAKE_INTERVAL seconds."""
+
+    def on_stop(self) -> None:
+        """After the last worker has exited."""
+
+    def on_worker_exit(self, worker: Worker, status: int, respawn_in: float | None) -> None:
+        """A worker exited (``status`` as ``os.waitpid`` gives it); ``respawn_in`` is None when
+        the master is stopping."""
+
+    # -- the loop --
+
+    def run(self) -> int:
+        """Fork the workers and supervise them until SIGTERM/SIGINT; returns the exit status."""
+        self.pid = os.getpid()
+        self._open_wakeup()
+        self.on_start()
+        log.info("master started workers=%d", self.count)
+        try:
+            while not self._stopping:
+                self._spawn_missing()
+                self._wait(self._next_wake())
+                self._dispatch()
+                self._reap()
+                self.on_tick()
+            self._stop_workers()
+        finally:
+            self.on_stop()
+            self._close_wakeup()
+        log.info("master stopped restarts=%d", self.restarts)
+        return 0
+
+    def handle_term(self, signum: int) -> None:
+        log.info("received %s, stopping workers=%d", signal.Signals(signum).name, len(self.workers))
+        self._stopping = True
+
+    handle_int = handle_term
+
+    def handle_hup(self, signum: int) -> None:
+        log.info("received SIGHUP, reopening logs and passing it to workers=%d", len(self.workers))
+        self.reload()
+        self._signal_workers(signal.SIGHUP)
+
+    def handle_chld(self, signum: int) -> None:
+        """Nothing to do: waking up is enough, the loop reaps next."""
+
+    # -- signals: handlers queue, the loop dispatches --
+
+    def _open_wakeup(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, self._queue_signal)
+
+    def _close_wakeup(self) -> None:
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _queue_signal(self, signum: int, frame: Any) -> None:
+        # A signal handler: queue and wake, nothing else (no logging: it may hold a lock).
+        self._signals.append(signum)
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b".")
+
+    def _wait(self, timeout: float) -> None:
+        if select.select([self._wake_r], [], [], max(timeout, 0.0))[0]:
+            with contextlib.suppress(OSError):
+                while os.read(self._wake_r, 4096):
+                    pass
+
+    def _dispatch(self) -> None:
+        while self._signals:
+            signum = self._signals.popleft()
+            name = signal.Signals(signum).name[3:].lower()
+            getattr(self, f"handle_{name}")(signum)
+
+    def _next_wake(self) -> float:
+        if len(self.workers) < self.count:
+            return min(WAKE_INTERVAL, self._next_spawn - time.monotonic())
+        return WAKE_INTERVAL
+
+    # -- workers --
+
+    def _spawn_missing(self) -> None:
+        free = sorted(set(range(1, self.count + 1)) - {w.number for w in self.workers.values()})
+        for number in free:
+            if time.monotonic() < self._next_spawn:
+                return
+            self._spawn(number)
+
+    def _spawn(self, number: int) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        # Blocked across the fork, so a signal cannot reach the child while it still runs the
+        # master's handlers; the child unblocks once its own are in place.
+        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+            log.error("cannot fork a worker: %s", exc.strerror or exc)
+            self._back_off(young=True)
+            return
+        if pid == 0:
+            self._worker_main()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+        self.workers[pid] = Worker(pid, number, time.monotonic())
+        log.info("worker started pid=%d worker=%d", pid, number)
+
+    def _worker_main(self) -> NoReturn:
+        """The child side of the fork: never returns into the master's code."""
+        status = 1
+        try:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            # Default actions until serve() installs its handlers: SIGTERM before then simply
+            # ends a worker that has no client yet; a SIGHUP then has nothing to reopen.
+            for signum in MASTER_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN if signum == signal.SIGHUP else signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+            gevent.reinit()
+            gevent.spawn(_stop_when_orphaned, self.pid)
+            status = self.serve()
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("worker failed")
+        finally:
+            for handler in logging.getLogger().handlers:
+                with contextlib.suppress(Exception):
+                    handler.flush()
+            os._exit(status)
+
+    def _reap(self) -> None:
+        for worker in list(self.workers.values()):
+            try:
+                pid, status = os.waitpid(worker.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: gone all the same
+                pid, status = worker.pid, 0
+            if pid == 0:
+                continue
+            del self.workers[worker.pid]
+            lived = time.monotonic() - worker.started
+            respawn_in = None
+            if not self._stopping:
+                self.restarts += 1
+                self._back_off(young=lived < WORKER_STABLE_SECS)
+                respawn_in = max(self._next_spawn - time.monotonic(), 0.0)
+            log.log(
+                logging.INFO if self._stopping else logging.WARNING,
+                "worker exited pid=%d worker=%d status=%s lived=%.1f respawn_in=%s",
+                worker.pid,
+                worker.number,
+                describe_status(status),
+                lived,
+                "-" if respawn_in is None else f"{respawn_in:.1f}",
+            )
+            self.on_worker_exit(worker, status, respawn_in)
+
+    def _back_off(self, *, young: bool) -> None:
+        if young:
+            self._backoff = min(max(self._backoff * 2, RESPAWN_BACKOFF_MIN), RESPAWN_BACKOFF_MAX)
+        else:
+            self._backoff = 0.0
+        self._next_spawn = time.monotonic() + self._backoff
+
+    def _signal_workers(self, signum: int) -> None:
+        for worker in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signum)
+
+    def _stop_workers(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        self._signal_workers(signal.SIGTERM)
+        deadline = time.monotonic() + self.graceful_timeout + STOP_KILL_AFTER
+        while self.workers and time.monotonic() < deadline:
+            self._wait(min(WAKE_INTERVAL, deadline - time.monotonic()))
+            self._signals.clear()  # already stopping: a second SIGTERM changes nothing
+            self._reap()
+        for worker in self.workers.values():
+            log.warning("worker did not stop in time, killing pid=%d", worker.pid)
+        self._signal_workers(signal.SIGKILL)
+        while self.workers:
+            for pid in list(self.workers):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                del self.workers[pid]
+
+
+def describe_status(status: int) -> str:
+    """``exit 0`` or ``signal SIGKILL`` for a status from ``os.waitpid``."""
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+        return f"signal {-code}"
+    return f"exit {code}"
+
+
+def _stop_when_orphaned(master: int) -> None:
+    """In a worker: if the master died (SIGKILL, crash), stop like on SIGTERM rather than serve
+    on unsupervised."""
+    while os.getppid() == master:
+        gevent.sleep(PARENT_CHECK_INTERVAL)
+    log.warning("master pid=%d is gone, stopping", master)
+    os.kill(os.getpid(), signal.SIGTERM)
