@@ -338,3 +338,14 @@ def test_syslog_receives_log_lines(tmp_path: Path, echo_server: EchoServer, run_
         messages = [syslog.recv(4096).decode() for _ in range(2)]
     assert "open peer=" in messages[0] and "closed peer=" in messages[1]
     assert "listening on" in proxy.log  # stderr still logs when not a daemon
+
+
+def test_wrapped_program_of_a_daemon_runs_where_wsproxy_was_started(
+    start_daemon, tmp_path: Path
+) -> None:
+    daemon = start_daemon(target=("--", "sh", "-c", "pwd; exec sleep 30"))
+    wait_until(lambda: f": {tmp_path}" in daemon.log(), what="the program's pwd in the log")
+    pid = daemon.pid
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not running(pid), what="the daemon to stop")
+    assert not daemon.pid_path.exists()

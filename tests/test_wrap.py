@@ -423,3 +423,60 @@ def test_program_that_cannot_be_executed_exits_1(run_proxy) -> None:
     assert proxy.proc.wait(10) == 1
     proxy.stop()
     assert "cannot start /nonexistent/program: No such file or directory" in proxy.log
+
+
+# -- with --workers: the program belongs to the master, not to each worker --
+
+ECHO_V4 = program(
+    """
+    import socket, sys, threading
+    srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+    def echo(conn):
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+    while True:
+        threading.Thread(target=echo, args=(srv.accept()[0],), daemon=True).start()
+    """
+)
+
+
+def test_workers_share_one_program_and_sigterm_ends_its_group(wrap) -> None:
+    proxy = wrap([*ECHO_V4, "{port}"], "--workers=2", "--wrap-mode=respawn", "--graceful-timeout=1")
+    pgid = int(proxy.wait_log(STARTED).group(1))
+    served_by = set()
+    for _ in range(40):
+        with ws(proxy) as conn:
+            conn.send(b"ping")
+            assert conn.recv(timeout=5) == b"ping"
+            port = conn.socket.getsockname()[1]
+        served_by.add(
+            int(
+                proxy.wait_log(
+                    rf"(\d+) INFO wsproxy\.session: open peer=127\.0\.0\.1:{port} "
+                ).group(1)
+            )
+        )
+        if len(served_by) == 2:
+            break
+    assert len(served_by) == 2, "sessions did not reach both workers"
+    assert len(re.findall(STARTED, proxy.log)) == 1  # one program for all workers
+    assert proxy.stop(signal.SIGTERM) == 0
+    assert group_members(pgid) == []
+
+
+def test_workers_respawned_program_is_found_on_its_new_port(wrap) -> None:
+    proxy = wrap([*ONE_SHOT, "{port}"], "--workers=2", "--wrap-mode=respawn")
+    pids = set()
+    for _ in range(3):
+        with ws(proxy) as conn:
+            greeting = recv_all(conn)
+        assert greeting.startswith(b"hello from ")
+        pids.add(greeting)
+    assert len(pids) == 3  # three runs of the program, each on a fresh port
+
+
+def test_workers_exit_mode_master_exits_with_program_status(wrap) -> None:
+    proxy = wrap(["sh", "-c", "sleep 0.5; exit 5"], "--workers=2")
+    assert proxy.proc.wait(15) == 5
+    proxy.wait_log(r"companion exited status=exit 5, stopping")

@@ -25,6 +25,7 @@ from wsproxy.errors import ConfigError, StartupError, WSProxyError
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
 from wsproxy.workers import Arbiter
+from wsproxy.wrap import PortSlot, WrappedProgram
 
 if TYPE_CHECKING:
     from wsproxy.server import WSProxy
@@ -176,12 +177,20 @@ def run(settings: Settings) -> int:
         if pid_file:
             pid_file.commit()
         if settings.workers > 1:
+            companion, run_program = None, True
+            program = server.wrapped
+            if program is not None:
+                # The program belongs to the master (one process keeps it), not to each worker.
+                program.slot = PortSlot()
+                port = server.server_port
+                companion, run_program = (lambda: keep_program(program, port)), False
             arbiter = Arbiter(
                 settings.workers,
-                lambda: serve(server),
+                lambda: serve(server, run_program=run_program),
                 listener=server.socket,
                 graceful_timeout=settings.graceful_timeout,
                 reload=reopen_log_files,
+                companion=companion,
             )
             _log_listening(server)
             if readiness:
@@ -197,11 +206,17 @@ def run(settings: Settings) -> int:
             pid_file.remove()
 
 
-def serve(server: WSProxy, readiness: Readiness | None = None) -> int:
+def keep_program(program: WrappedProgram, listen_port: int) -> int:
+    """The master's keeper of a wrapped program under ``--workers``: run it, log its output."""
+    gevent.signal_handler(signal.SIGHUP, reopen_log_files)
+    return program.keep(listen_port)
+
+
+def serve(server: WSProxy, readiness: Readiness | None = None, *, run_program: bool = True) -> int:
     """Serve in this process (the only one, or a worker) until SIGTERM/SIGINT; SIGHUP reopens
     the log files and calls :meth:`WSProxy.reload`."""
     try:
-        server.start()
+        server.start(run_program=run_program)
     except OSError as exc:
         raise _cannot_listen(server.settings, exc) from None
 

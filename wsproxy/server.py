@@ -108,14 +108,15 @@ class WSProxy(StreamServer):
 
     # -- wrapped program --
 
-    def start(self) -> None:
+    def start(self, *, run_program: bool = True) -> None:
         """Bind and accept; then start the wrapped program, if any, for the bound port.
+        ``run_program=False`` in a worker: another process runs the program, we connect to it.
 
         Raises:
             OSError: cannot listen. StartupError: the wrapped program cannot be started.
         """
         super().start()
-        if self.wrapped is not None:
+        if self.wrapped is not None and run_program:
             try:
                 self.wrapped.start(self.server_port)
             except BaseException:

@@ -78,6 +78,9 @@ class Arbiter:
             port refuses new connections while the workers drain.
         graceful_timeout: how long workers have to close their sessions on stop.
         reload: called in the master on SIGHUP, before SIGHUP is passed on (log reopen).
+        companion: runs in one more child, forked before the workers and not replaced: the
+            process that owns a wrapped program. When it exits the master stops and exits with
+            its status; on stop it gets SIGTERM after the workers have drained.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class Arbiter:
         listener: Any = None,
         graceful_timeout: float = 5.0,
         reload: Callable[[], Any] = lambda: None,
+        companion: Callable[[], int] | None = None,
     ) -> None:
         self.count = count
         self.serve = serve
@@ -96,6 +100,9 @@ class Arbiter:
         self.reload = reload
         self.workers: dict[int, Worker] = {}
         self.restarts = 0
+        self.companion = companion
+        self.companion_pid: int | None = None
+        self.exit_status = 0
         self.pid = os.getpid()
         self._signals: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
@@ -127,6 +134,8 @@ class Arbiter:
         self.on_start()
         log.info("master started workers=%d", self.count)
         try:
+            if self.companion is not None:
+                self.companion_pid = self._fork(self.companion)
             while not self._stopping:
                 self._spawn_missing()
                 self._wait(self._next_wake())
@@ -134,11 +143,12 @@ class Arbiter:
                 self._reap()
                 self.on_tick()
             self._stop_workers()
+            self._stop_companion()
         finally:
             self.on_stop()
             self._close_wakeup()
-        log.info("master stopped restarts=%d", self.restarts)
-        return 0
+        log.info("master stopped restarts=%d status=%d", self.restarts, self.exit_status)
+        return self.exit_status
 
     def handle_term(self, signum: int) -> None:
         log.info("received %s, stopping workers=%d", signal.Signals(signum).name, len(self.workers))
@@ -203,6 +213,15 @@ class Arbiter:
             self._spawn(number)
 
     def _spawn(self, number: int) -> None:
+        pid = self._fork(self.serve)
+        if pid is None:
+            self._back_off(young=True)
+            return
+        self.workers[pid] = Worker(pid, number, time.monotonic())
+        log.info("worker started pid=%d worker=%d", pid, number)
+
+    def _fork(self, body: Callable[[], int]) -> int | None:
+        """Fork a child that runs ``body`` and exits with its status; None if fork failed."""
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         # Blocked across the fork, so a signal cannot reach the child while it still runs the
@@ -212,16 +231,14 @@ class Arbiter:
             pid = os.fork()
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
-            log.error("cannot fork a worker: %s", exc.strerror or exc)
-            self._back_off(young=True)
-            return
+            log.error("cannot fork: %s", exc.strerror or exc)
+            return None
         if pid == 0:
-            self._worker_main()
+            self._child_main(body)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
-        self.workers[pid] = Worker(pid, number, time.monotonic())
-        log.info("worker started pid=%d worker=%d", pid, number)
+        return pid
 
-    def _worker_main(self) -> NoReturn:
+    def _child_main(self, body: Callable[[], int]) -> NoReturn:
         """The child side of the fork: never returns into the master's code."""
         status = 1
         try:
@@ -234,7 +251,7 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
             gevent.reinit()
             gevent.spawn(_stop_when_orphaned, self.pid)
-            status = self.serve()
+            status = body()
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -246,6 +263,7 @@ class Arbiter:
             os._exit(status)
 
     def _reap(self) -> None:
+        self._reap_companion()
         for worker in list(self.workers.values()):
             try:
                 pid, status = os.waitpid(worker.pid, os.WNOHANG)
@@ -270,6 +288,41 @@ class Arbiter:
                 "-" if respawn_in is None else f"{respawn_in:.1f}",
             )
             self.on_worker_exit(worker, status, respawn_in)
+
+    def _reap_companion(self, block: bool = False) -> bool:
+        """Check on the companion; its exit stops the master with its status. True if gone."""
+        if self.companion_pid is None:
+            return True
+        try:
+            pid, status = os.waitpid(self.companion_pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.companion_pid, 0
+        if pid == 0:
+            return False
+        self.companion_pid = None
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        if not self._stopping:
+            log.info("companion exited status=%s, stopping", describe_status(status))
+            self.exit_status = code
+            self._stopping = True
+        return True
+
+    def _stop_companion(self) -> None:
+        """SIGTERM the companion (it stops its program), SIGKILL it if it outstays the grace."""
+        if self.companion_pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.companion_pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.graceful_timeout + STOP_KILL_AFTER
+        while not self._reap_companion() and time.monotonic() < deadline:
+            self._wait(min(WAKE_INTERVAL / 10, deadline - time.monotonic()))
+            self._signals.clear()
+        if self.companion_pid is not None:
+            log.warning("companion did not stop in time, killing pid=%d", self.companion_pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.companion_pid, signal.SIGKILL)
+            self._reap_companion(block=True)
 
     def _back_off(self, *, young: bool) -> None:
         if young:

@@ -28,9 +28,11 @@ import contextlib
 import ctypes
 import errno
 import logging
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +50,7 @@ from wsproxy.settings import format_address
 
 __all__ = [
     "Backoff",
+    "PortSlot",
     "WrappedProgram",
     "find_rebind_lib",
     "pick_port",
@@ -147,6 +150,23 @@ class Backoff:
         return delay
 
 
+class PortSlot:
+    """The moved port, shared between processes: with ``--workers`` the program runs in one
+    process (the master's keeper) and every worker reads where it listens now.
+
+    An anonymous shared mapping, made before the fork; a 4-byte aligned store is atomic.
+    """
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, 4)
+
+    def get(self) -> int:
+        return int(struct.unpack_from("=I", self._map)[0])
+
+    def set(self, port: int) -> None:
+        struct.pack_into("=I", self._map, 0, port)
+
+
 class WrappedProgram:
     """One wrapped program and its restarts; :meth:`start` it after the listener is bound.
 
@@ -181,6 +201,8 @@ class WrappedProgram:
         self.listen_port = 0
         self.port = 0  # the moved port of the current run
         self.exit_status: int | None = None  # set when the program exits in exit mode
+        self.slot: PortSlot | None = None  # where other processes read the moved port
+        self.cwd = os.getcwd()  # the program runs where wsproxy was started, even as a daemon
         self.proc: Any = None
         self.started = 0.0  # monotonic time of the current run's start
         self.restarts = 0
@@ -205,6 +227,20 @@ class WrappedProgram:
         _become_subreaper()
         self._spawn()
         self._supervisor = gevent.spawn(self._supervise)
+
+    def keep(self, listen_port: int) -> int:
+        """Run the program in this process until SIGTERM/SIGINT or, in exit mode, until it exits;
+        returns the program's status (exit mode) or 0. This is the body of the process that owns
+        the program under ``--workers``: workers only connect (see :attr:`slot`).
+        """
+        done = gevent.event.Event()
+        self.on_exit = lambda status: done.set()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, done.set)
+        self.start(listen_port)
+        done.wait()
+        self.stop()
+        return self.exit_status or 0
 
     def stop(self) -> None:
         """SIGTERM the program's process group, SIGKILL it after the grace period, and return once
@@ -235,7 +271,7 @@ class WrappedProgram:
         pause = CONNECT_PAUSE
         reason = "not started"
         while True:
-            port = self.port
+            port = self.slot.get() if self.slot is not None else self.port
             hosts = (self._host, *(h for h in LOOPBACKS if h != self._host))
             for host in hosts:
                 remaining = max(deadline - time.monotonic(), 0.01)
@@ -263,6 +299,8 @@ class WrappedProgram:
     def _spawn(self) -> None:
         """Pick a port and start one run of the program."""
         self.port = pick_port()  # closed again at once: see the module docstring
+        if self.slot is not None:
+            self.slot.set(self.port)
         env = rebind_env(os.environ, self.lib, self.listen_port, self.port)
         try:
             proc = gevent.subprocess.Popen(
@@ -273,6 +311,7 @@ class WrappedProgram:
                 stderr=gevent.subprocess.PIPE,
                 start_new_session=True,  # own session and process group: we signal the group
                 close_fds=True,
+                cwd=self.cwd,
             )
         except OSError as exc:
             self.proc = None
