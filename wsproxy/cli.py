@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from docopt import DocoptExit, docopt
 
-from wsproxy import __version__
+from wsproxy import __version__, record
 from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
 from wsproxy.errors import ConfigError, StartupError, WSProxyError
 from wsproxy.logs import open_handlers, reopen_log_files
@@ -40,6 +40,7 @@ wsproxy {version}: a WebSockets-to-TCP proxy.
 Usage:
   wsproxy [options] [<listen> [<target>]]
   wsproxy [options] <listen> -- <program>...
+  wsproxy record (show | stats) <file>
   wsproxy (-h | --help)
   wsproxy --version
 
@@ -264,6 +265,8 @@ def _log_listening(server: WSProxy) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["record"]:  # a sub-command: no settings, no server
+            raise SystemExit(record.command(argv[1:], sys.stdout))
         settings = parse_args(argv)
         setup_logging(settings)
         status = run(settings)

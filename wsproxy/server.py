@@ -17,11 +17,14 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from wsproxy.errors import ConfigError
+from wsproxy.errors import ConfigError, StartupError
+from wsproxy.forwarded import TrustedProxies
 from wsproxy.frontdoor import FrontDoor
 from wsproxy.handshake import Request
+from wsproxy.metrics import open_metrics
+from wsproxy.record import Recorder, Recordings
 from wsproxy.session import Session, connect, target_name
-from wsproxy.settings import Address, Settings
+from wsproxy.settings import Address, Settings, format_address
 from wsproxy.tokens import TokenTable
 from wsproxy.wrap import WrappedProgram
 
@@ -63,6 +66,15 @@ class WSProxy(StreamServer):
         self.sessions: set[Session] = set()
         self.tokens = TokenTable(settings.token_source) if settings.token_source else None
         self._stopping = False
+        # -- traffic: recording, load balancers, metrics --
+        self.recordings = Recordings(settings.record) if settings.record else None
+        try:
+            self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(
+                str(exc), key="trusted_proxies", expected="addresses or CIDR networks"
+            ) from None
+        self.metrics = open_metrics(settings)
         self.wrapped: WrappedProgram | None = None
         if settings.wrap:
             self.wrapped = WrappedProgram(
@@ -72,6 +84,7 @@ class WSProxy(StreamServer):
                 connect_timeout=settings.wrap_connect_timeout,
                 on_exit=self._wrapped_exited,
                 stop_grace=settings.graceful_timeout,
+                on_restart=self.metrics.wrap_restarts.inc,
             )
         # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
         pool = Pool(settings.max_connections or None)
@@ -102,26 +115,32 @@ class WSProxy(StreamServer):
             except ConfigError as exc:
                 log.error("reload failed, keeping the previous tokens: %s", exc)
 
-    def open_recorder(self, session: Session) -> Any:
+    def open_recorder(self, session: Session) -> Recorder | None:
         """A recorder for the session's traffic, or None."""
-        return None
+        if self.recordings is None:
+            return None
+        return self.recordings.open(session.peer, session.started)
 
     # -- wrapped program --
 
     def start(self, *, run_program: bool = True) -> None:
-        """Bind and accept; then start the wrapped program, if any, for the bound port.
-        ``run_program=False`` in a worker: another process runs the program, we connect to it.
+        """Bind (unless :meth:`init_socket` did) and accept, serve the metrics port; then start
+        the wrapped program, if any, for the bound port. ``run_program=False`` in a worker:
+        another process runs the program, we connect to it.
 
         Raises:
-            OSError: cannot listen. StartupError: the wrapped program cannot be started.
+            OSError: cannot listen. StartupError: the metrics port is taken, or the wrapped
+            program cannot be started.
         """
         super().start()
-        if self.wrapped is not None and run_program:
-            try:
+        try:
+            self.metrics.start(healthy=lambda: not self._stopping)
+            if self.wrapped is not None and run_program:
                 self.wrapped.start(self.server_port)
-            except BaseException:
-                self.close()
-                raise
+        except BaseException:
+            self.metrics.stop()
+            self.close()
+            raise
 
     @property
     def exit_status(self) -> int:
@@ -134,6 +153,22 @@ class WSProxy(StreamServer):
         gevent.spawn(self.stop)
 
     # -- serving --
+
+    def init_socket(self) -> None:
+        """Bind the metrics port (if any) and the listening socket, so that both fail in the
+        foreground (before a daemon detaches); raises StartupError or OSError."""
+        try:
+            self.metrics.bind()
+        except OSError as exc:
+            address = format_address(self.settings.metrics_listen)
+            raise StartupError(
+                f"cannot listen for metrics on {address}: {exc.strerror or exc}"
+            ) from None
+        try:
+            super().init_socket()
+        except BaseException:
+            self.metrics.stop()
+            raise
 
     def handle(self, sock: Any, address: Any) -> None:
         session = self.session_class(sock, address, self)
@@ -158,3 +193,4 @@ class WSProxy(StreamServer):
         if self.wrapped is not None:
             self.wrapped.stop()  # every call waits until the program's group is gone
         super().stop(timeout=timeout)
+        self.metrics.stop()

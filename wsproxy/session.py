@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.socket
 
-from wsproxy import handshake, hixie
+from wsproxy import handshake, hixie, realip
 from wsproxy.codec import make_codec
-from wsproxy.errors import HandshakeError
+from wsproxy.errors import CloseCode, HandshakeError
+from wsproxy.forwarded import forwarded_client
 from wsproxy.handshake import Kind, Request
-from wsproxy.relay import Relay
+from wsproxy.relay import Outcome, Relay
 from wsproxy.settings import Address, format_address
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Session:
         self.server = server
         self.settings = server.settings
         self.peer = _format_peer(address)
+        self.client_ip = address[0] if isinstance(address, tuple) else ""  # real, once known
         self.secure = False
         self.started = time.monotonic()
         self.relay: Relay | None = None
@@ -66,6 +68,7 @@ class Session:
             self.serve()
         except HandshakeTimeout:
             log.info("refused peer=%s reason=%s", self.peer, "handshake timed out")
+            self.server.metrics.handshake_failed("timeout")
         except ClientGone:
             log.debug("client left before its request was complete peer=%s", self.peer)
         except HandshakeError as exc:
@@ -77,7 +80,9 @@ class Session:
                 self.sock.close()
 
     def serve(self) -> None:
-        """Let the front door sniff (TLS, Flash policy), then read the request and dispatch it."""
+        """Take the PROXY header of a trusted balancer, let the front door sniff (TLS, Flash
+        policy), then read the request and dispatch it."""
+        self.read_proxy_header()
         data = self.server.frontdoor.open(self)
         if data is None:
             return
@@ -124,7 +129,32 @@ class Session:
                 buf += chunk
         return bytes(buf[:size]), bytes(buf[size:])
 
+    def read_proxy_header(self) -> None:
+        """Behind a trusted load balancer, a PROXY protocol header names the real client."""
+        trusted = self.server.trusted_proxies
+        if not trusted:
+            return
+        with gevent.Timeout(self.settings.handshake_timeout, HandshakeTimeout):
+            header = realip.receive_proxy_header(self.sock, trusted=self.client_ip in trusted)
+        if header is not None and header.source is not None:
+            self.set_client(*header.source)
+
+    def read_forwarded_for(self, request: Request) -> None:
+        """From a trusted proxy, X-Forwarded-For names the real client."""
+        trusted = self.server.trusted_proxies
+        if trusted and self.client_ip in trusted:
+            client = forwarded_client(request.header("X-Forwarded-For"), trusted)
+            if client is not None:
+                self.set_client(client, None)
+
+    def set_client(self, host: str, port: int | None) -> None:
+        """The real client address replaces the peer's in logs, limits and recordings."""
+        via, self.client_ip = self.peer, host
+        self.peer = format_address((host, port)) if port is not None else _format_host(host)
+        log.debug("forwarded peer=%s via=%s", self.peer, via)
+
     def dispatch(self, request: Request, rest: bytes) -> None:
+        self.read_forwarded_for(request)
         kind = handshake.classify(request)
         if kind is Kind.HTTP:
             self.serve_http(request, rest)
@@ -163,19 +193,23 @@ class Session:
         self, protocol: str, subprotocol: str | None, response: bytes, rest: bytes, request: Request
     ) -> None:
         """Connect the target, accept the client, relay, log."""
+        connecting = time.monotonic()
         target_sock, target = self.server.connect_target(request)
+        self.server.metrics.target_connected(time.monotonic() - connecting)
+        recorder = None
         try:
             _nodelay(target_sock)
             if self._stopping:
                 raise HandshakeError(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
             self.sock.sendall(response)
             codec = make_codec(protocol, subprotocol)
+            recorder = self.server.open_recorder(self)
             self.relay = relay = Relay(
                 self.sock,
                 target_sock,
                 codec,
                 close_timeout=self.settings.close_timeout,
-                recorder=self.server.open_recorder(self),
+                recorder=recorder,
             )
             log.info(
                 "open peer=%s proto=%s sub=%s target=%s path=%s",
@@ -185,9 +219,18 @@ class Session:
                 target,
                 request.target,
             )
-            outcome = relay.run(rest)
+            self.server.metrics.session_opened(protocol)
+            try:
+                outcome = relay.run(rest)
+            finally:
+                ended = relay.outcome or Outcome("proxy", CloseCode.INTERNAL_ERROR, "")
+                self.server.metrics.session_closed(
+                    protocol, ended.by, ended.code, relay.bytes_in, relay.bytes_out
+                )
         finally:
             target_sock.close()
+            if recorder is not None:
+                recorder.close()
         log.info(
             "closed peer=%s proto=%s sub=%s target=%s in=%d out=%d secs=%.2f by=%s code=%d "
             "reason=%s",
@@ -205,6 +248,7 @@ class Session:
 
     def refuse(self, error: HandshakeError) -> None:
         """Answer a refused request with its status and reason, and log it."""
+        self.server.metrics.handshake_failed(str(error.status.value))
         log.warning(
             "refused peer=%s status=%d reason=%s",
             self.peer,
@@ -273,6 +317,10 @@ def _format_peer(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return format_address((address[0], address[1]))
     return str(address) or "-"
+
+
+def _format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _quote(text: str) -> str:

@@ -155,6 +155,10 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item for item in text.replace(",", " ").split() if item)
 
 
+def parse_networks(text: str) -> tuple[str, ...]:
+    return tuple(str(ipaddress.ip_network(item, strict=False)) for item in parse_list(text))
+
+
 def parse_command(text: str) -> tuple[str, ...]:
     argv = tuple(shlex.split(text))
     if not argv:
@@ -344,6 +348,28 @@ class Settings:
         "ports the Flash policy allows; empty means the listening port",
         meta="PORTS",
     )
+    # -- traffic: recording, load balancers, metrics --
+    record: str | None = _setting(
+        None,
+        parse_path,
+        "a file name prefix",
+        "record each session to PREFIX.<n>, in websockify's format",
+        meta="PREFIX",
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        (),
+        parse_networks,
+        "addresses or CIDR networks, space-separated",
+        "load balancers whose X-Forwarded-For or PROXY protocol header names the real client",
+        meta="LIST",
+    )
+    metrics_listen: Address | None = _setting(
+        None,
+        parse_listen,
+        "[ADDR:]PORT, IPv6 as [::1]:PORT",
+        "serve /metrics (Prometheus) and /healthz on this address",
+        meta="ADDR",
+    )
     # -- logging --
     verbose: bool = _setting(False, parse_bool, "yes or no", "log debug detail", short="-v")
     # -- wrap: start a program and relay to it (wsproxy PORT -- PROGRAM ARGS) --
@@ -501,6 +527,15 @@ class Settings:
                 source=source,
                 key="token_source",
                 expected="no target with token_source",
+            )
+        if self.metrics_listen is not None and self.workers > 1:
+            # Each worker would count for itself and bind the port again: aggregating needs
+            # prometheus_client's multiprocess mode, which is not set up yet.
+            raise ConfigError(
+                "metrics_listen works with a single process only",
+                source=source,
+                key="metrics_listen",
+                expected="workers = 1 when metrics_listen is set",
             )
         return self
 

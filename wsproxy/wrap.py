@@ -176,6 +176,7 @@ class WrappedProgram:
         rebind_lib: ``--rebind-lib`` or None for the built-in search (see :func:`find_rebind_lib`).
         connect_timeout: how long :meth:`connect` waits for the program to accept.
         on_exit: called with the exit status when the program exits in ``exit`` mode.
+        on_restart: called each time the program is started again (``respawn`` mode).
 
     Raises:
         ConfigError: rebind.so cannot be found.
@@ -190,6 +191,7 @@ class WrappedProgram:
         connect_timeout: float,
         on_exit: Callable[[int], None],
         stop_grace: float = STOP_GRACE,
+        on_restart: Callable[[], object] = lambda: None,
     ) -> None:
         self.argv = tuple(argv)
         self.name = os.path.basename(self.argv[0])
@@ -197,6 +199,7 @@ class WrappedProgram:
         self.lib = find_rebind_lib(rebind_lib)
         self.connect_timeout = connect_timeout
         self.on_exit = on_exit
+        self.on_restart = on_restart
         self.stop_grace = stop_grace
         self.listen_port = 0
         self.port = 0  # the moved port of the current run
@@ -373,6 +376,7 @@ class WrappedProgram:
                 self._end_group(proc.pid, self.stop_grace)  # leftovers of the last run
             delay = self._backoff.after_run(ran)
             self.restarts += 1
+            self.on_restart()
             log.info("wrap respawn name=%s restart=%d delay=%.1f", self.name, self.restarts, delay)
             if self._wake.wait(delay) or self._stopping:
                 return
