@@ -1,0 +1,179 @@
+"""Metrics and health (``metrics_listen``): /metrics scraped after real traffic, /healthz."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, EchoServer, ProxyProcess, read_http_head, read_until_closed
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
+
+from wsproxy.metrics import NullMetrics, open_metrics
+from wsproxy.settings import Settings
+
+METRICS_AT = r"metrics at http://(\S+)/metrics"
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def wait_count(proxy: ProxyProcess, pattern: str, count: int, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(bool(re.search(pattern, line)) for line in list(proxy.lines)) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} lines match {pattern}"
+        time.sleep(0.02)
+
+
+def echo(ws, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    ws.send(data)
+    got = b""
+    while len(got) < len(data):
+        got += ws.recv(timeout=5)
+    assert got == data
+
+
+def test_metrics_counters_match_the_traffic_sent(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+    proxy = run_proxy(["--metrics-listen", "127.0.0.1:0", "127.0.0.1:0", echo_server.address])
+    base = "http://" + proxy.wait_log(METRICS_AT)[1]
+    sizes = [1000, 2500, 70000]
+    with connect(proxy.url, subprotocols=["binary"], max_size=None) as ws:
+        echo(ws, os.urandom(sizes[0]))
+        wait_count(proxy, r"open peer=", 1)
+        during = scrape(base)
+        assert during[("wsproxy_sessions_open", (("protocol", "rfc6455"),))] == 1
+    for size in sizes[1:]:
+        with connect(proxy.url, max_size=None) as ws:
+            echo(ws, os.urandom(size))
+    # Refusals: a plain GET (404) and a malformed request (400).
+    for request in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"NONSENSE\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(request)
+            read_http_head(sock)
+            read_until_closed(sock)
+    wait_count(proxy, r"closed peer=", len(sizes))
+    wait_count(proxy, r"refused peer=", 2)
+
+    after = scrape(base)
+    total = sum(sizes)
+    assert after[("wsproxy_payload_bytes_total", (("direction", "in"),))] == total
+    assert after[("wsproxy_payload_bytes_total", (("direction", "out"),))] == total
+    labels = (("closed_by", "client"), ("code", "1000"), ("protocol", "rfc6455"))
+    assert after[("wsproxy_sessions_total", labels)] == len(sizes)
+    assert after[("wsproxy_sessions_open", (("protocol", "rfc6455"),))] == 0
+    assert after[("wsproxy_handshake_failures_total", (("reason", "404"),))] == 1
+    assert after[("wsproxy_handshake_failures_total", (("reason", "400"),))] == 1
+    assert after[("wsproxy_target_connect_seconds_count", ())] == len(sizes)
+    assert 0 < after[("wsproxy_target_connect_seconds_sum", ())] < 5
+    assert after[("wsproxy_wrap_restarts_total", ())] == 0
+    assert after[("wsproxy_worker_restarts_total", ())] == 0
+
+
+def test_healthz_is_ok_while_serving_and_unknown_paths_are_404(run_proxy, echo_server) -> None:  # type: ignore[no-untyped-def]
+    proxy = run_proxy(["--metrics-listen", "127.0.0.1:0", "127.0.0.1:0", echo_server.address])
+    base = "http://" + proxy.wait_log(METRICS_AT)[1]
+    with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+        assert response.status == 200
+        assert response.read() == b"ok\n"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(base + "/other", timeout=5)
+    assert info.value.code == 404
+
+
+def test_metrics_without_prometheus_client_is_a_config_error(tmp_path: Path) -> None:
+    # A module that fails to import stands for the package not being installed.
+    (tmp_path / "prometheus_client.py").write_text("raise ImportError('not installed')\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wsproxy",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            "127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert "metrics_listen" in result.stderr
+    assert "pip install 'wsproxy[metrics]'" in result.stderr
+
+
+def test_metrics_port_in_use_fails_at_start_with_exit_1() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wsproxy",
+                "--metrics-listen",
+                f"127.0.0.1:{port}",
+                "127.0.0.1:0",
+                "127.0.0.1:9",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen for metrics on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_without_metrics_listen_the_metrics_are_a_null_object() -> None:
+    metrics = open_metrics(Settings.create(listen="6080", target="localhost:5900"))
+    assert type(metrics) is NullMetrics
+    metrics.wrap_restarts.inc()  # other features call these unconditionally
+    metrics.worker_restarts.inc()
+    metrics.session_closed("rfc6455", "client", 1000, 1, 2)
+
+
+def test_healthz_is_503_while_draining(run_proxy, echo_server) -> None:  # type: ignore[no-untyped-def]
+    proxy = run_proxy(
+        [
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--close-timeout",
+            "5",
+            "127.0.0.1:0",
+            echo_server.address,
+        ]
+    )
+    base = "http://" + proxy.wait_log(METRICS_AT)[1]
+    # A client that never answers the close frame keeps the drain going for close_timeout.
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert read_http_head(sock)[0] == 101
+        proxy.proc.send_signal(signal.SIGTERM)
+        proxy.wait_log(r"stopping: closing 1 session")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(base + "/healthz", timeout=5)
+        assert info.value.code == 503
+    assert proxy.stop() == 0
