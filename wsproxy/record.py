@@ -225,6 +225,8 @@ class Recorder:
             self.dropped_bytes += len(data)
             return
         ms = int((time.monotonic() - self.started) * 1000)
+        if type(data) is not bytes:  # a view of a buffer the relay reuses: keep a copy
+            data = bytes(data)
         self._pending.append((direction, ms, data))
         self._pending_bytes += len(data)
         if self._pending_bytes >= self.flush_bytes and self._writer is None:
