@@ -7,11 +7,15 @@ The proxy trusts 127.0.0.1; a client connecting from 127.0.0.2 (also loopback) i
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import trustme
+import websocket  # websocket-client
 from conftest import EchoServer, ProxyProcess, read_http_head, read_until_closed
 from websockets.sync.client import connect
 
@@ -75,6 +79,32 @@ def test_proxy_v2_split_across_segments_gives_the_real_address(lb_proxy: ProxyPr
 def test_proxy_v2_local_keeps_the_connection_address(lb_proxy: ProxyProcess) -> None:
     port = session(lb_proxy, preamble=[SIG + b"\x20\x00\x00\x00"])
     lb_proxy.wait_log(rf"open peer=127\.0\.0\.1:{port} ")
+
+
+def test_proxy_header_before_tls_gives_the_real_address(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    # HAProxy "send-proxy" in front of a wsproxy that terminates TLS itself: the header comes
+    # first, in clear, then the ClientHello.
+    ca = trustme.CA()
+    pem = tmp_path / "cert.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(pem)
+    proxy = ProxyProcess(["--trusted-proxies", TRUSTED, "--cert", str(pem), "--ssl-only",
+                          "127.0.0.1:0", echo_server.address])  # fmt: skip
+    try:
+        client_tls = ssl.create_default_context()
+        ca.configure_trust(client_tls)
+        raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+        raw.sendall(b"PROXY TCP4 203.0.113.20 192.0.2.1 40000 443\r\n")
+        tls = client_tls.wrap_socket(raw, server_hostname="127.0.0.1")
+        # websocket-client: one thread per TLS connection (see test_nginx.py)
+        ws = websocket.create_connection(f"wss://127.0.0.1:{proxy.port}/", socket=tls, timeout=5)
+        ws.send_binary(b"over tls")
+        assert ws.recv() == b"over tls"
+        ws.close()
+        proxy.wait_log(r"open peer=203\.0\.113\.20:40000 ")
+    finally:
+        proxy.stop()
 
 
 def test_forwarded_for_from_trusted_peer_gives_the_real_address(lb_proxy: ProxyProcess) -> None:

@@ -121,7 +121,9 @@ def test_metrics_without_prometheus_client_is_a_config_error(tmp_path: Path) -> 
     assert "pip install 'wsproxy[metrics]'" in result.stderr
 
 
-def test_metrics_port_in_use_fails_at_start_with_exit_1() -> None:
+@pytest.mark.parametrize("daemon", [[], ["-D"]], ids=["foreground", "daemon"])
+def test_metrics_port_in_use_fails_at_start_with_exit_1(daemon: list[str]) -> None:
+    # With -D the port is bound before detaching, so the failure reaches the terminal too.
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         result = subprocess.run(
@@ -129,6 +131,7 @@ def test_metrics_port_in_use_fails_at_start_with_exit_1() -> None:
                 sys.executable,
                 "-m",
                 "wsproxy",
+                *daemon,
                 "--metrics-listen",
                 f"127.0.0.1:{port}",
                 "127.0.0.1:0",
@@ -142,6 +145,16 @@ def test_metrics_port_in_use_fails_at_start_with_exit_1() -> None:
     assert result.returncode == 1
     assert f"cannot listen for metrics on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_metrics_with_several_workers_is_a_config_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsproxy", "--workers", "2", "--metrics-listen", "127.0.0.1:0",
+         "127.0.0.1:0", "127.0.0.1:9"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "metrics_listen works with a single process only" in result.stderr
 
 
 def test_without_metrics_listen_the_metrics_are_a_null_object() -> None:
