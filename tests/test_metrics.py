@@ -8,13 +8,19 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, EchoServer, ProxyProcess, read_http_head, read_until_closed
+from conftest import (
+    ROOT,
+    EchoServer,
+    ProxyProcess,
+    read_http_head,
+    read_until_closed,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
@@ -35,11 +41,18 @@ def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def wait_count(proxy: ProxyProcess, pattern: str, count: int, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(bool(re.search(pattern, line)) for line in list(proxy.lines)) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} lines match {pattern}"
-        time.sleep(0.02)
+def wait_count(proxy: ProxyProcess, pattern: str, count: int) -> None:
+    wait_until(
+        lambda: sum(bool(re.search(pattern, line)) for line in list(proxy.lines)) >= count,
+        what=f"{count} log lines matching {pattern}",
+    )
+
+
+def wsproxy(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsproxy", *args],
+        capture_output=True, text=True, timeout=30, cwd=ROOT, env=env,
+    )  # fmt: skip
 
 
 def echo(ws, data: bytes) -> None:  # type: ignore[no-untyped-def]
@@ -100,22 +113,8 @@ def test_healthz_is_ok_while_serving_and_unknown_paths_are_404(run_proxy, echo_s
 def test_metrics_without_prometheus_client_is_a_config_error(tmp_path: Path) -> None:
     # A module that fails to import stands for the package not being installed.
     (tmp_path / "prometheus_client.py").write_text("raise ImportError('not installed')\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wsproxy",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "127.0.0.1:0",
-            "127.0.0.1:9",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = wsproxy("--metrics-listen", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:9", env=env)
     assert result.returncode == 2
     assert "metrics_listen" in result.stderr
     assert "pip install 'wsproxy[metrics]'" in result.stderr
@@ -126,21 +125,8 @@ def test_metrics_port_in_use_fails_at_start_with_exit_1(daemon: list[str]) -> No
     # With -D the port is bound before detaching, so the failure reaches the terminal too.
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wsproxy",
-                *daemon,
-                "--metrics-listen",
-                f"127.0.0.1:{port}",
-                "127.0.0.1:0",
-                "127.0.0.1:9",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
+        result = wsproxy(
+            *daemon, "--metrics-listen", f"127.0.0.1:{port}", "127.0.0.1:0", "127.0.0.1:9"
         )
     assert result.returncode == 1
     assert f"cannot listen for metrics on 127.0.0.1:{port}" in result.stderr
@@ -148,11 +134,9 @@ def test_metrics_port_in_use_fails_at_start_with_exit_1(daemon: list[str]) -> No
 
 
 def test_metrics_with_several_workers_is_a_config_error() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wsproxy", "--workers", "2", "--metrics-listen", "127.0.0.1:0",
-         "127.0.0.1:0", "127.0.0.1:9"],
-        capture_output=True, text=True, timeout=30, cwd=ROOT,
-    )  # fmt: skip
+    result = wsproxy(
+        "--workers", "2", "--metrics-listen", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:9"
+    )
     assert result.returncode == 2
     assert "metrics_listen works with a single process only" in result.stderr
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trustme
 import websocket  # websocket-client
-from conftest import ROOT, EchoServer, ProxyProcess, free_port
+from conftest import ROOT, EchoServer, ProxyProcess, free_port, wait_until
 
 NGINX = "/usr/sbin/nginx"
 CONTRIB = ROOT / "contrib" / "nginx" / "wsproxy.conf"
@@ -131,10 +131,10 @@ def test_nginx_spreads_sessions_over_two_wsproxies_with_real_client_address(
             ws.send_binary(source.encode())
             assert ws.recv() == source.encode()
 
-    deadline = time.monotonic() + 5
-    while sum(p.log.count("closed peer=") for p in proxies) < len(CLIENTS):
-        assert time.monotonic() < deadline, [p.log for p in proxies]
-        time.sleep(0.02)
+    wait_until(
+        lambda: sum(p.log.count("closed peer=") for p in proxies) == len(CLIENTS),
+        what="every session's closed line",
+    )
     logged = []
     for proxy in proxies:
         peers = re.findall(r"closed peer=(\S+) ", proxy.log)

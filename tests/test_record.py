@@ -53,6 +53,12 @@ def check_layout(text: str) -> dict[str, bytes]:
     return got
 
 
+def wsproxy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
+
+
 def record_session(proxy: ProxyProcess, messages: list[bytes]) -> None:
     with connect(proxy.url, subprotocols=["binary"], max_size=None, open_timeout=5) as ws:
         for message in messages:
@@ -106,14 +112,9 @@ def test_recording_reads_in_novnc_way_with_node(recorded: Path, tmp_path: Path) 
 
 
 def test_record_show_prints_every_byte_of_both_directions(recorded: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "wsproxy", "record", "show", str(recorded)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=True,
-    ).stdout
+    result = wsproxy("wsproxy", "record", "show", str(recorded))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     got = {"to-client": b"", "from-client": b""}
     for line in out.splitlines():
         m = re.match(r"^\s*(\d+\.\d{3})  (to-client|from-client)\s+(\d+)  (.*)$", line)
@@ -125,14 +126,9 @@ def test_record_show_prints_every_byte_of_both_directions(recorded: Path) -> Non
 
 
 def test_record_stats_prints_the_totals(recorded: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "wsproxy.record", "stats", str(recorded)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=True,
-    ).stdout
+    result = wsproxy("wsproxy.record", "stats", str(recorded))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     fields = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in out.splitlines())
     total = sum(len(m) for m in MESSAGES)
     assert fields["complete"] == "yes"
@@ -147,13 +143,7 @@ def test_record_stats_prints_the_totals(recorded: Path) -> None:
     [(["record", "show"], "do not match"), (["record", "play", "x"], "do not match")],
 )
 def test_record_command_with_bad_arguments_exits_2(args: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wsproxy", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    result = wsproxy("wsproxy", *args)
     assert result.returncode == 2
     assert message in result.stderr
 
@@ -162,13 +152,7 @@ def test_record_show_of_a_file_that_is_not_a_recording_exits_2(tmp_path: Path) -
     bogus = tmp_path / "bogus.js"
     bogus.write_text("var x = 1;\n")
     for path in (bogus, tmp_path / "missing"):
-        result = subprocess.run(
-            [sys.executable, "-m", "wsproxy", "record", "show", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-        )
+        result = wsproxy("wsproxy", "record", "show", str(path))
         assert result.returncode == 2
         assert str(path) in result.stderr
 
