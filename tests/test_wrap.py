@@ -427,22 +427,9 @@ def test_program_that_cannot_be_executed_exits_1(run_proxy) -> None:
 
 # -- with --workers: the program belongs to the master, not to each worker --
 
-ECHO_V4 = program(
-    """
-    import socket, sys, threading
-    srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
-    def echo(conn):
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-    while True:
-        threading.Thread(target=echo, args=(srv.accept()[0],), daemon=True).start()
-    """
-)
-
 
 def test_workers_share_one_program_and_sigterm_ends_its_group(wrap) -> None:
-    proxy = wrap([*ECHO_V4, "{port}"], "--workers=2", "--wrap-mode=respawn", "--graceful-timeout=1")
+    proxy = wrap([*ECHO_V6, "{port}"], "--workers=2", "--wrap-mode=respawn", "--graceful-timeout=1")
     pgid = int(proxy.wait_log(STARTED).group(1))
     served_by = set()
     for _ in range(40):
