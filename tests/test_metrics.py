@@ -17,17 +17,24 @@ from conftest import (
     ROOT,
     EchoServer,
     ProxyProcess,
+    free_port,
     read_http_head,
     read_until_closed,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from test_workers import Clients, echoes, worker_pids
+from test_wrap import program
 from websockets.sync.client import connect
 
 from wsproxy.metrics import NullMetrics, open_metrics
 from wsproxy.settings import Settings
 
 METRICS_AT = r"metrics at http://(\S+)/metrics"
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -133,14 +140,6 @@ def test_metrics_port_in_use_fails_at_start_with_exit_1(daemon: list[str]) -> No
     assert "Traceback" not in result.stderr
 
 
-def test_metrics_with_several_workers_is_a_config_error() -> None:
-    result = wsproxy(
-        "--workers", "2", "--metrics-listen", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:9"
-    )
-    assert result.returncode == 2
-    assert "metrics_listen works with a single process only" in result.stderr
-
-
 def test_without_metrics_listen_the_metrics_are_a_null_object() -> None:
     metrics = open_metrics(Settings.create(listen="6080", target="localhost:5900"))
     assert type(metrics) is NullMetrics
@@ -163,10 +162,7 @@ def test_healthz_is_503_while_draining(run_proxy, echo_server) -> None:  # type:
     base = "http://" + proxy.wait_log(METRICS_AT)[1]
     # A client that never answers the close frame keeps the drain going for close_timeout.
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
-        sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        sock.sendall(UPGRADE)
         assert read_http_head(sock)[0] == 101
         proxy.proc.send_signal(signal.SIGTERM)
         proxy.wait_log(r"stopping: closing 1 session")
@@ -174,3 +170,123 @@ def test_healthz_is_503_while_draining(run_proxy, echo_server) -> None:  # type:
             urllib.request.urlopen(base + "/healthz", timeout=5)
         assert info.value.code == 503
     assert proxy.stop() == 0
+
+
+# -- with --workers: every process records, one endpoint of the master's serves the sum --
+
+OPEN = ("wsproxy_sessions_open", (("protocol", "rfc6455"),))
+WORKERS_METRICS = ["--workers", "2", "--metrics-listen", "127.0.0.1:0"]
+
+
+def start_workers(run_proxy, *args: str, **kwargs: object) -> tuple[ProxyProcess, str]:  # type: ignore[no-untyped-def]
+    """wsproxy with two workers and metrics; returns it once both workers run, and the base URL."""
+    proxy = run_proxy([*WORKERS_METRICS, *args], **kwargs)
+    base = "http://" + proxy.wait_log(METRICS_AT)[1]
+    wait_until(lambda: len(worker_pids(proxy)) == 2, what="two workers")
+    return proxy, base
+
+
+def test_workers_sessions_on_both_workers_are_counted_in_one_scrape(
+    run_proxy, echo_server: EchoServer
+) -> None:  # type: ignore[no-untyped-def]
+    proxy, base = start_workers(run_proxy, "127.0.0.1:0", echo_server.address)
+    served = Clients(proxy)  # each client has echoed b"hello" once
+    try:
+        served.spread(2)
+        sessions = [ws for group in served.by_worker.values() for ws in group]
+        sent = 5 * len(sessions)
+        for n, ws in enumerate(sessions):
+            echo(ws, os.urandom(1000 * (n + 1)))
+            sent += 1000 * (n + 1)
+        assert scrape(base)[OPEN] == len(sessions)
+    finally:
+        served.close()
+    wait_count(proxy, r"closed peer=", len(sessions))
+
+    after = scrape(base)
+    assert after[("wsproxy_payload_bytes_total", (("direction", "in"),))] == sent
+    assert after[("wsproxy_payload_bytes_total", (("direction", "out"),))] == sent
+    labels = (("closed_by", "client"), ("code", "1000"), ("protocol", "rfc6455"))
+    assert after[("wsproxy_sessions_total", labels)] == len(sessions)
+    assert after[OPEN] == 0
+    assert after[("wsproxy_target_connect_seconds_count", ())] == len(sessions)
+    assert after[("wsproxy_worker_restarts_total", ())] == 0
+
+
+def test_workers_killed_worker_counts_a_restart_and_its_open_sessions_vanish(
+    run_proxy, echo_server: EchoServer
+) -> None:  # type: ignore[no-untyped-def]
+    proxy, base = start_workers(run_proxy, "127.0.0.1:0", echo_server.address)
+    served = Clients(proxy)
+    try:
+        served.spread(2)
+        victim, survivor = list(served.by_worker)
+        assert scrape(base)[OPEN] == len(served.by_worker[victim] + served.by_worker[survivor])
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(worker_pids(proxy)) == 3, what="a replacement worker")
+        after = scrape(base)
+        assert after[("wsproxy_worker_restarts_total", ())] == 1
+        assert after[OPEN] == len(served.by_worker[survivor])
+        assert all(echoes(ws) for ws in served.by_worker[survivor])
+    finally:
+        served.close()
+
+
+# Serves one connection, telling whether it sees prometheus_client's variable, then exits.
+ONE_SHOT_ENV = program(
+    """
+    import os, socket, sys
+    srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+    conn, _ = srv.accept()
+    conn.sendall(repr(os.environ.get("PROMETHEUS_MULTIPROC_DIR")).encode())
+    conn.close()
+    """
+)
+
+
+def test_workers_wrapped_program_restarts_are_counted(run_proxy) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    proxy = run_proxy(
+        [
+            *WORKERS_METRICS,
+            "--wrap-mode=respawn",
+            f"127.0.0.1:{port}",
+            "--",
+            *ONE_SHOT_ENV,
+            str(port),
+        ]
+    )
+    base = "http://" + proxy.wait_log(METRICS_AT)[1]
+    for restart in (1, 2, 3):
+        with connect(proxy.url, open_timeout=10) as ws:
+            assert ws.recv(timeout=5) == b"None"  # the variable is ours, not the program's
+        proxy.wait_log(rf"wrap respawn name=python\S* restart={restart} ")
+    assert scrape(base)[("wsproxy_wrap_restarts_total", ())] == 3
+    assert proxy.stop() == 0
+
+
+def test_workers_healthz_is_503_while_draining_and_value_files_are_removed_at_exit(
+    run_proxy, echo_server: EchoServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    proxy, base = start_workers(
+        run_proxy,
+        "--close-timeout", "5", "127.0.0.1:0", echo_server.address,
+        env={"TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    (files,) = tmp_path.iterdir()
+    assert files.name.startswith("wsproxy-metrics-")
+    assert files.stat().st_mode & 0o777 == 0o700
+    assert any(files.glob("counter_*.db"))
+    with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+        assert response.status == 200
+    # A client that never answers the close frame keeps its worker draining for close_timeout.
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(UPGRADE)
+        assert read_http_head(sock)[0] == 101
+        proxy.proc.send_signal(signal.SIGTERM)
+        proxy.wait_log(r"stopping: closing 1 session")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(base + "/healthz", timeout=5)
+        assert info.value.code == 503
+    assert proxy.stop() == 0
+    assert list(tmp_path.iterdir()) == []

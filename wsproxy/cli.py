@@ -13,7 +13,8 @@ import shlex
 import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -23,7 +24,9 @@ from wsproxy import __version__, record
 from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
 from wsproxy.errors import ConfigError, StartupError, WSProxyError
 from wsproxy.logs import open_handlers, reopen_log_files
+from wsproxy.metrics import Metrics
 from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
+from wsproxy.workermetrics import MetricsArbiter, ValueFiles
 from wsproxy.workers import Arbiter
 from wsproxy.wrap import PortSlot, WrappedProgram
 
@@ -151,17 +154,21 @@ def run(settings: Settings) -> int:
     return the exit status.
 
     Order: settings validated and the log opened (by the caller), paths made absolute -> server
-    built (anything it reads, such as a certificate, is read now) -> pid file claimed -> listener
+    built (anything it reads, such as a certificate, is read now; under ``--workers`` with metrics,
+    the value files every process records into come first) -> pid file claimed -> listener
     bound -> detach (``--daemon``) -> pid file written -> serve, in this process or in
     ``--workers`` processes.
     """
     from wsproxy.server import WSProxy
 
     settings = absolute_paths(settings)
-    server = WSProxy(settings=settings)
     pid_file = PidFile(settings.pid_file) if settings.pid_file else None
     readiness: Readiness | None = None
+    files: ValueFiles | None = None
     try:
+        if settings.metrics_listen and settings.workers > 1:
+            files = ValueFiles()  # every process records into files: before any metric exists
+        server = WSProxy(settings=settings)
         if pid_file:
             pid_file.claim()  # "already running" says more than "address in use"
         try:
@@ -183,9 +190,15 @@ def run(settings: Settings) -> int:
             if program is not None:
                 # The program belongs to the master (one process keeps it), not to each worker.
                 program.slot = PortSlot()
+                if files:
+                    program.env = files.program_env
                 port = server.server_port
                 companion, run_program = (lambda: keep_program(program, port)), False
-            arbiter = Arbiter(
+            master: Callable[..., Arbiter] = Arbiter
+            if files:  # one endpoint for all processes, served by a child of the master
+                assert isinstance(server.metrics, Metrics)
+                master = partial(MetricsArbiter, metrics=server.metrics, files=files)
+            arbiter = master(
                 settings.workers,
                 lambda: serve(server, run_program=run_program),
                 listener=server.socket,
@@ -205,6 +218,8 @@ def run(settings: Settings) -> int:
     finally:
         if pid_file:
             pid_file.remove()
+        if files:
+            files.remove()
 
 
 def keep_program(program: WrappedProgram, listen_port: int) -> int:

@@ -8,9 +8,10 @@ The rest of wsproxy talks to a :class:`Metrics` or, with metrics off, to a :clas
 whose methods do nothing, so callers never test whether metrics are on:
 ``server.metrics.wrap_restarts.inc()``. Bytes are counted once per session, at its end.
 
-One registry per :class:`Metrics` (no module-level state). With several worker processes each
-has its own counters; aggregating them needs prometheus_client's multiprocess mode, which this
-module does not set up.
+One registry per :class:`Metrics` (no module-level state). With ``--workers`` every process
+records into its own value files (prometheus_client's multiprocess mode, set up by
+:mod:`wsproxy.workermetrics`) and :meth:`Metrics.aggregate` makes /metrics their sum, served by
+one process of the master's; the workers then serve no endpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gevent.pywsgi import WSGIServer
 from wsproxy.errors import CloseCode, ConfigError
 from wsproxy.settings import Address, Settings, format_address
 
-__all__ = ["CONNECT_BUCKETS", "Metrics", "NullMetrics", "open_metrics"]
+__all__ = ["CONNECT_BUCKETS", "Metrics", "NullMetrics", "import_prometheus", "open_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +79,18 @@ class Metrics(NullMetrics):
     """
 
     def __init__(self, listen: Address) -> None:
-        try:
-            import prometheus_client as prom
-        except ImportError:
-            raise ConfigError(
-                "needs the prometheus_client package, which is not installed",
-                key="metrics_listen",
-                expected=f"the metrics extra: {INSTALL_HINT}",
-            ) from None
-        self._prom = prom
+        self._prom = prom = import_prometheus()
         self.listen = listen
         self.registry = registry = prom.CollectorRegistry()
+        self.exposed = registry  # what /metrics answers with: this process's, or the sum
+        self._aggregated = False
         self.sessions_open = prom.Gauge(
             "wsproxy_sessions_open",
             "WebSocket sessions being relayed now",
             ["protocol"],
             registry=registry,
+            # Across worker processes: the sum over live ones (a dead worker's files are dropped).
+            multiprocess_mode="livesum",
         )
         self.sessions = prom.Counter(
             "wsproxy_sessions",
@@ -163,7 +160,27 @@ class Metrics(NullMetrics):
             server.init_socket()
             self._server = server
 
+    def aggregate(self, directory: str) -> None:
+        """Under ``--workers``: /metrics answers with the sum over the value files every process
+        writes into ``directory``, and :meth:`start` (called in each worker) gives up the
+        inherited listening socket instead of serving: one process calls :meth:`serve`."""
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.exposed = self._prom.CollectorRegistry()
+        MultiProcessCollector(self.exposed, path=directory)
+        self._aggregated = True
+
     def start(self, healthy: Callable[[], bool]) -> None:
+        """Serve in the current hub, unless another process serves the aggregate (then only
+        close this process's copy of the socket); ``healthy`` answers /healthz."""
+        if self._aggregated:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            return
+        self.serve(healthy)
+
+    def serve(self, healthy: Callable[[], bool]) -> None:
         """Serve in the current hub (binding first if needed); ``healthy`` answers /healthz."""
         self._healthy = healthy
         self.bind()
@@ -182,7 +199,7 @@ class Metrics(NullMetrics):
             status, kind, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
         elif path == "/metrics":
             status, kind = "200 OK", self._prom.CONTENT_TYPE_LATEST
-            body = self._prom.generate_latest(self.registry)
+            body = self._prom.generate_latest(self.exposed)
         elif path == "/healthz":
             up = self._healthy()
             status = "200 OK" if up else "503 Service Unavailable"
@@ -191,6 +208,19 @@ class Metrics(NullMetrics):
             status, kind, body = "404 Not Found", "text/plain", b"try /metrics or /healthz\n"
         start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
         return [body]
+
+
+def import_prometheus() -> Any:
+    """The prometheus_client module; raises ConfigError (with the install hint) if missing."""
+    try:
+        import prometheus_client
+    except ImportError:
+        raise ConfigError(
+            "needs the prometheus_client package, which is not installed",
+            key="metrics_listen",
+            expected=f"the metrics extra: {INSTALL_HINT}",
+        ) from None
+    return prometheus_client
 
 
 def close_code_label(code: int) -> str:

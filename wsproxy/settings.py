@@ -528,15 +528,6 @@ class Settings:
                 key="token_source",
                 expected="no target with token_source",
             )
-        if self.metrics_listen is not None and self.workers > 1:
-            # Each worker would count for itself and bind the port again: aggregating needs
-            # prometheus_client's multiprocess mode, which is not set up yet.
-            raise ConfigError(
-                "metrics_listen works with a single process only",
-                source=source,
-                key="metrics_listen",
-                expected="workers = 1 when metrics_listen is set",
-            )
         return self
 
 

@@ -15,8 +15,8 @@ and the kernel gives each connection to one of them. The master serves nobody; i
 
 Hooks for features that live in the master (a wrapped program, a metrics endpoint): override
 :meth:`Arbiter.on_start`, :meth:`Arbiter.on_tick` (at least every ``WAKE_INTERVAL``),
-:meth:`Arbiter.on_stop` and :meth:`Arbiter.on_worker_exit`; :attr:`Arbiter.restarts` counts
-replaced workers.
+:meth:`Arbiter.on_drain`, :meth:`Arbiter.on_stop` and :meth:`Arbiter.on_worker_exit`;
+:attr:`Arbiter.restarts` counts replaced workers; :meth:`Arbiter.fork` starts a helper child.
 """
 
 from __future__ import annotations
@@ -118,6 +118,9 @@ class Arbiter:
     def on_tick(self) -> None:
         """Each turn of the loop, at least every WAKE_INTERVAL seconds."""
 
+    def on_drain(self) -> None:
+        """The master is stopping: called once, before the workers are told to drain."""
+
     def on_stop(self) -> None:
         """After the last worker has exited."""
 
@@ -142,6 +145,7 @@ class Arbiter:
                 self._dispatch()
                 self._reap()
                 self.on_tick()
+            self.on_drain()
             self._stop_workers()
             self._stop_companion()
         finally:
@@ -219,6 +223,12 @@ class Arbiter:
             return
         self.workers[pid] = Worker(pid, number, time.monotonic())
         log.info("worker started pid=%d worker=%d", pid, number)
+
+    def fork(self, body: Callable[[], int]) -> int | None:
+        """Fork a helper child for a hook (reaping it is the hook's job): it runs ``body`` with
+        the same set-up as a worker (default signals, ``gevent.reinit()``, stops when orphaned)
+        and exits with its status. None if fork failed (logged)."""
+        return self._fork(body)
 
     def _fork(self, body: Callable[[], int]) -> int | None:
         """Fork a child that runs ``body`` and exits with its status; None if fork failed."""

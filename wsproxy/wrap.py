@@ -205,6 +205,7 @@ class WrappedProgram:
         self.port = 0  # the moved port of the current run
         self.exit_status: int | None = None  # set when the program exits in exit mode
         self.slot: PortSlot | None = None  # where other processes read the moved port
+        self.env: Mapping[str, str] | None = None  # the program's environment; None: ours
         self.cwd = os.getcwd()  # the program runs where wsproxy was started, even as a daemon
         self.proc: Any = None
         self.started = 0.0  # monotonic time of the current run's start
@@ -304,7 +305,8 @@ class WrappedProgram:
         self.port = pick_port()  # closed again at once: see the module docstring
         if self.slot is not None:
             self.slot.set(self.port)
-        env = rebind_env(os.environ, self.lib, self.listen_port, self.port)
+        base = os.environ if self.env is None else self.env
+        env = rebind_env(base, self.lib, self.listen_port, self.port)
         try:
             proc = gevent.subprocess.Popen(
                 self.argv,
