@@ -127,17 +127,24 @@ def test_metrics_without_prometheus_client_is_a_config_error(tmp_path: Path) -> 
     assert "pip install 'wsproxy[metrics]'" in result.stderr
 
 
-@pytest.mark.parametrize("daemon", [[], ["-D"]], ids=["foreground", "daemon"])
-def test_metrics_port_in_use_fails_at_start_with_exit_1(daemon: list[str]) -> None:
-    # With -D the port is bound before detaching, so the failure reaches the terminal too.
+@pytest.mark.parametrize(
+    "options",
+    [[], ["-D"], ["-D", "--workers", "2"]],
+    ids=["foreground", "daemon", "daemon-workers"],
+)
+def test_metrics_port_in_use_fails_at_start_with_exit_1(options: list[str], tmp_path: Path) -> None:
+    # With -D the port is bound before detaching (and with workers before forking), so the
+    # failure reaches the terminal too; the workers' value files do not outlive the failure.
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         result = wsproxy(
-            *daemon, "--metrics-listen", f"127.0.0.1:{port}", "127.0.0.1:0", "127.0.0.1:9"
-        )
+            *options, "--metrics-listen", f"127.0.0.1:{port}", "127.0.0.1:0", "127.0.0.1:9",
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )  # fmt: skip
     assert result.returncode == 1
     assert f"cannot listen for metrics on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_without_metrics_listen_the_metrics_are_a_null_object() -> None:
