@@ -239,6 +239,15 @@ def test_workers_killed_worker_counts_a_restart_and_its_open_sessions_vanish(
         served.close()
 
 
+def test_workers_metrics_endpoint_that_dies_is_started_again(run_proxy, echo_server) -> None:  # type: ignore[no-untyped-def]
+    proxy, base = start_workers(run_proxy, "127.0.0.1:0", echo_server.address)
+    endpoint = int(proxy.wait_log(r"(\d+) INFO wsproxy\.metrics: metrics at")[1])
+    os.kill(endpoint, signal.SIGKILL)
+    wait_count(proxy, r"INFO wsproxy\.metrics: metrics at", 2)
+    assert scrape(base)[("wsproxy_worker_restarts_total", ())] == 0
+    assert proxy.stop() == 0
+
+
 # Serves one connection, telling whether it sees prometheus_client's variable, then exits.
 ONE_SHOT_ENV = program(
     """

@@ -37,12 +37,19 @@ import gevent.event
 from wsproxy.metrics import Metrics, import_prometheus
 from wsproxy.workers import STOP_KILL_AFTER, WAKE_INTERVAL, Arbiter, Worker
 
-__all__ = ["ENDPOINT_STOP_TIMEOUT", "MULTIPROC_ENV", "MetricsArbiter", "ValueFiles"]
+__all__ = [
+    "ENDPOINT_RESPAWN_DELAY",
+    "ENDPOINT_STOP_TIMEOUT",
+    "MULTIPROC_ENV",
+    "MetricsArbiter",
+    "ValueFiles",
+]
 
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # where prometheus_client's value files go
 ENDPOINT_STOP_TIMEOUT = 1.0 + STOP_KILL_AFTER  # seconds the endpoint has to stop, then SIGKILL
+ENDPOINT_RESPAWN_DELAY = WAKE_INTERVAL  # a crashing endpoint is restarted at most this often
 
 
 class ValueFiles:
@@ -114,6 +121,7 @@ class MetricsArbiter(Arbiter):
         self.files = files
         metrics.aggregate(files.path)
         self.endpoint_pid: int | None = None
+        self._endpoint_next = 0.0  # monotonic time before which the endpoint is not restarted
         self._draining = DrainFlag()
 
     # -- hooks --
@@ -124,6 +132,7 @@ class MetricsArbiter(Arbiter):
     def on_tick(self) -> None:
         if self.endpoint_pid is not None and self._endpoint_exited(block=False):
             log.warning("metrics endpoint exited, starting it again")
+        if self.endpoint_pid is None and time.monotonic() >= self._endpoint_next:
             self._start_endpoint()
 
     def on_worker_exit(self, worker: Worker, status: int, respawn_in: float | None) -> None:
@@ -157,6 +166,7 @@ class MetricsArbiter(Arbiter):
     # -- the endpoint process --
 
     def _start_endpoint(self) -> None:
+        self._endpoint_next = time.monotonic() + ENDPOINT_RESPAWN_DELAY
         self.endpoint_pid = self.fork(self._serve_endpoint)
 
     def _endpoint_exited(self, *, block: bool) -> bool:
