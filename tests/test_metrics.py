@@ -117,11 +117,15 @@ def test_healthz_is_ok_while_serving_and_unknown_paths_are_404(run_proxy, echo_s
     assert info.value.code == 404
 
 
-def test_metrics_without_prometheus_client_is_a_config_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_metrics_without_prometheus_client_is_a_config_error(tmp_path: Path, workers: str) -> None:
     # A module that fails to import stands for the package not being installed.
     (tmp_path / "prometheus_client.py").write_text("raise ImportError('not installed')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    result = wsproxy("--metrics-listen", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:9", env=env)
+    result = wsproxy(
+        "--workers", workers, "--metrics-listen", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:9",
+        env=env,
+    )  # fmt: skip
     assert result.returncode == 2
     assert "metrics_listen" in result.stderr
     assert "pip install 'wsproxy[metrics]'" in result.stderr
