@@ -70,6 +70,20 @@ def echo(ws, data: bytes) -> None:  # type: ignore[no-untyped-def]
     assert got == data
 
 
+def sigterm_and_see_healthz_503_while_draining(proxy: ProxyProcess, base: str) -> None:
+    """SIGTERM with a session open whose client never answers the close frame, so the drain
+    lasts close_timeout: /healthz is 503 meanwhile, then wsproxy exits 0."""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(UPGRADE)
+        assert read_http_head(sock)[0] == 101
+        proxy.proc.send_signal(signal.SIGTERM)
+        proxy.wait_log(r"stopping: closing 1 session")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(base + "/healthz", timeout=5)
+        assert info.value.code == 503
+    assert proxy.stop() == 0
+
+
 def test_metrics_counters_match_the_traffic_sent(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
     proxy = run_proxy(["--metrics-listen", "127.0.0.1:0", "127.0.0.1:0", echo_server.address])
     base = "http://" + proxy.wait_log(METRICS_AT)[1]
@@ -171,16 +185,7 @@ def test_healthz_is_503_while_draining(run_proxy, echo_server) -> None:  # type:
         ]
     )
     base = "http://" + proxy.wait_log(METRICS_AT)[1]
-    # A client that never answers the close frame keeps the drain going for close_timeout.
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
-        sock.sendall(UPGRADE)
-        assert read_http_head(sock)[0] == 101
-        proxy.proc.send_signal(signal.SIGTERM)
-        proxy.wait_log(r"stopping: closing 1 session")
-        with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(base + "/healthz", timeout=5)
-        assert info.value.code == 503
-    assert proxy.stop() == 0
+    sigterm_and_see_healthz_503_while_draining(proxy, base)
 
 
 # -- with --workers: every process records, one endpoint of the master's serves the sum --
@@ -299,14 +304,5 @@ def test_workers_healthz_is_503_while_draining_and_value_files_are_removed_at_ex
     assert any(files.glob("counter_*.db"))
     with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
         assert response.status == 200
-    # A client that never answers the close frame keeps its worker draining for close_timeout.
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
-        sock.sendall(UPGRADE)
-        assert read_http_head(sock)[0] == 101
-        proxy.proc.send_signal(signal.SIGTERM)
-        proxy.wait_log(r"stopping: closing 1 session")
-        with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(base + "/healthz", timeout=5)
-        assert info.value.code == 503
-    assert proxy.stop() == 0
+    sigterm_and_see_healthz_503_while_draining(proxy, base)
     assert list(tmp_path.iterdir()) == []
