@@ -185,15 +185,16 @@ def run(settings: Settings) -> int:
         if pid_file:
             pid_file.commit()
         if settings.workers > 1:
-            companion, run_program = None, True
+            companion: Callable[[], int] | None = None
+            run_program = True
             program = server.wrapped
             if program is not None:
                 # The program belongs to the master (one process keeps it), not to each worker.
                 program.slot = PortSlot()
                 if files:
                     program.env = files.program_env
-                port = server.server_port
-                companion, run_program = (lambda: keep_program(program, port)), False
+                companion = partial(keep_program, program, server.server_port, server.socket)
+                run_program = False
             master: Callable[..., Arbiter] = Arbiter
             if files:  # one endpoint for all processes, served by a child of the master
                 assert isinstance(server.metrics, Metrics)
@@ -222,8 +223,11 @@ def run(settings: Settings) -> int:
             files.remove()
 
 
-def keep_program(program: WrappedProgram, listen_port: int) -> int:
-    """The master's keeper of a wrapped program under ``--workers``: run it, log its output."""
+def keep_program(program: WrappedProgram, listen_port: int, listener: Any) -> int:
+    """The master's keeper of a wrapped program under ``--workers``: run it, log its output.
+    It serves no client, so it drops its copy of the listening socket: once the master and the
+    workers close theirs, the port refuses connections instead of queueing them for nobody."""
+    listener.close()
     gevent.signal_handler(signal.SIGHUP, reopen_log_files)
     return program.keep(listen_port)
 
