@@ -140,6 +140,30 @@ def test_bad_input_exits_2_with_message(args: list[str], message: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "handshake_timeout",
+        "connect_timeout",
+        "close_timeout",
+        "graceful_timeout",
+        "wrap_connect_timeout",
+    ],
+)
+def test_zero_timeout_exits_2_naming_key_and_form(key: str) -> None:
+    # 0 would fire every wait at once (gevent.Timeout(0)): refused, not taken as "no limit".
+    flag = "--" + key.replace("_", "-")
+    result = run_cli(flag, "0", "6080", "a:1")
+    assert result.returncode == 2, result.stderr
+    assert f"{key}: bad value '0' (expected seconds above 0)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_zero_timeout_refused_from_the_library() -> None:
+    with pytest.raises(ConfigError, match="close_timeout: bad value '0'"):
+        Settings.create(listen="6080", target="a:1", close_timeout=0)
+
+
 def test_bad_file_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
     path = write(tmp_path, "[wsproxy]\nlisten = 6080\ntarget = localhost:5900\nlisten_port = 1\n")
     result = run_cli("-c", path)

@@ -22,7 +22,7 @@ from docopt import DocoptExit, docopt
 
 from wsproxy import __version__, record
 from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
-from wsproxy.errors import ConfigError, StartupError, WSProxyError
+from wsproxy.errors import ConfigError, StartupError
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
 from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
@@ -289,13 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = parse_args(argv)
         setup_logging(settings)
         status = run(settings)
-    except ConfigError as exc:
+    except (ConfigError, StartupError) as exc:
         print(f"wsproxy: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_status) from None
-    except StartupError as exc:
-        print(f"wsproxy: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_status) from None
-    except WSProxyError as exc:  # pragma: no cover - every subclass is handled above
-        print(f"wsproxy: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
     raise SystemExit(status)

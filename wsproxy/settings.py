@@ -124,6 +124,14 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_positive_seconds(text: str) -> float:
+    """Seconds above zero: for waits where 0 would end every attempt at once."""
+    value = parse_seconds(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
 def parse_count(text: str) -> int:
     value = int(text.strip(), 10)
     if value < 0:
@@ -275,21 +283,29 @@ class Settings:
     )
     handshake_timeout: float = _setting(
         10.0,
-        parse_seconds,
-        "seconds",
+        parse_positive_seconds,
+        "seconds above 0",
         "time a client has to complete its opening handshake",
         meta="SECS",
     )
     connect_timeout: float = _setting(
-        5.0, parse_seconds, "seconds", "time allowed to connect to the target", meta="SECS"
+        5.0,
+        parse_positive_seconds,
+        "seconds above 0",
+        "time allowed to connect to the target",
+        meta="SECS",
     )
     close_timeout: float = _setting(
-        2.0, parse_seconds, "seconds", "time a client has to answer our close frame", meta="SECS"
+        2.0,
+        parse_positive_seconds,
+        "seconds above 0",
+        "time a client has to answer our close frame",
+        meta="SECS",
     )
     graceful_timeout: float = _setting(
         5.0,
-        parse_seconds,
-        "seconds",
+        parse_positive_seconds,
+        "seconds above 0",
         "on SIGTERM/SIGINT, time clients have to close before they are cut (and a wrapped "
         "program has between SIGTERM and SIGKILL)",
         meta="SECS",
@@ -398,8 +414,8 @@ class Settings:
     )
     wrap_connect_timeout: float = _setting(
         5.0,
-        parse_seconds,
-        "seconds",
+        parse_positive_seconds,
+        "seconds above 0",
         "time a client waits for the wrapped program to accept (start-up, respawn); then 502",
         meta="SECS",
     )
@@ -448,6 +464,8 @@ class Settings:
                 object.__setattr__(self, row.name, _parse(row, value, "arguments", None))
             elif isinstance(value, list):
                 object.__setattr__(self, row.name, tuple(value))
+            elif row.parse is parse_positive_seconds:  # a number from a library caller
+                _parse(row, str(value), "arguments", None)
 
     # -- constructors --
 
@@ -520,13 +538,6 @@ class Settings:
                 source=source,
                 key="target",
                 expected="HOST:PORT, or a program to wrap after --",
-            )
-        if self.target is not None and self.token_source is not None:
-            raise ConfigError(
-                "give either a target or a token source, not both",
-                source=source,
-                key="token_source",
-                expected="no target with token_source",
             )
         return self
 
