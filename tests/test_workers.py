@@ -18,7 +18,7 @@ from conftest import EchoServer, ProxyProcess, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from wsproxy.workers import RESPAWN_BACKOFF_MAX, RESPAWN_BACKOFF_MIN, Arbiter
+from wsproxy.workers import RESPAWN_BACKOFF_MIN
 
 MAX_CLIENTS = 40  # bound on connections opened while waiting for both workers to get one
 
@@ -116,7 +116,9 @@ def test_killed_worker_is_replaced_and_other_sessions_go_on(
     m = two_workers.wait_log(
         rf"worker exited pid={victim} worker=(\d) status=signal SIGKILL lived=\S+ respawn_in=(\S+)"
     )
-    assert float(m.group(2)) == RESPAWN_BACKOFF_MIN  # it died young: the first back-off step
+    # It died young: the first back-off step. respawn_in is the back-off itself, not a time left
+    # (read off a clock that moved on), so it is exact whatever the load.
+    assert float(m.group(2)) == RESPAWN_BACKOFF_MIN
     wait_until(lambda: len(worker_pids(two_workers)) == 3, what="a replacement worker")
     replacement = worker_pids(two_workers)[-1]
     assert re.search(
@@ -190,15 +192,3 @@ def test_port_in_use_fails_before_any_worker_starts(echo_server: EchoServer) -> 
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "worker started" not in result.stderr
-
-
-def test_respawn_back_off_doubles_for_young_deaths_and_resets_after_a_stable_run() -> None:
-    arbiter = Arbiter(1, lambda: 0)
-    delays = []
-    for _ in range(12):
-        arbiter._back_off(young=True)
-        delays.append(arbiter._backoff)
-    assert delays[:4] == [RESPAWN_BACKOFF_MIN * 2**i for i in range(4)]
-    assert delays[-1] == RESPAWN_BACKOFF_MAX
-    arbiter._back_off(young=False)
-    assert arbiter._backoff == 0

@@ -18,7 +18,7 @@ from conftest import ROOT, ProxyProcess, free_port
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from wsproxy.wrap import Backoff, rebind_env, status_of
+from wsproxy.wrap import rebind_env
 
 PY = sys.executable
 STARTED = r"wrap started name=\S+ pid=(\d+)"
@@ -158,19 +158,6 @@ def group_members(pgid: int) -> list[str]:
 
 
 # -- pure helpers --
-
-
-def test_backoff_doubles_to_the_cap_and_resets_after_a_healthy_run() -> None:
-    backoff = Backoff(first=0.1, cap=1.0, healthy=10)
-    assert [backoff.after_run(0.5) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    assert backoff.after_run(10) == 0.1
-    assert backoff.after_run(0) == 0.2
-
-
-def test_status_of_maps_signal_death_to_128_plus_signo() -> None:
-    assert status_of(0) == 0
-    assert status_of(7) == 7
-    assert status_of(-signal.SIGKILL) == 137
 
 
 def test_rebind_env_puts_our_library_first_and_leaves_the_base_alone() -> None:

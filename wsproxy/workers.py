@@ -35,6 +35,8 @@ from typing import Any, NoReturn
 
 import gevent
 
+from wsproxy.children import Backoff, status_of
+
 __all__ = [
     "PARENT_CHECK_INTERVAL",
     "RESPAWN_BACKOFF_MAX",
@@ -107,7 +109,9 @@ class Arbiter:
         self._signals: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
         self._stopping = False
-        self._backoff = 0.0
+        self._backoff = Backoff(
+            first=RESPAWN_BACKOFF_MIN, cap=RESPAWN_BACKOFF_MAX, healthy=WORKER_STABLE_SECS
+        )
         self._next_spawn = 0.0
 
     # -- hooks for features living in the master --
@@ -219,7 +223,7 @@ class Arbiter:
     def _spawn(self, number: int) -> None:
         pid = self._fork(self.serve)
         if pid is None:
-            self._back_off(young=True)
+            self._next_spawn = time.monotonic() + self._backoff.after_run(0.0)
             return
         self.workers[pid] = Worker(pid, number, time.monotonic())
         log.info("worker started pid=%d worker=%d", pid, number)
@@ -286,8 +290,8 @@ class Arbiter:
             respawn_in = None
             if not self._stopping:
                 self.restarts += 1
-                self._back_off(young=lived < WORKER_STABLE_SECS)
-                respawn_in = max(self._next_spawn - time.monotonic(), 0.0)
+                respawn_in = self._backoff.after_run(lived)
+                self._next_spawn = time.monotonic() + respawn_in
             log.log(
                 logging.INFO if self._stopping else logging.WARNING,
                 "worker exited pid=%d worker=%d status=%s lived=%.1f respawn_in=%s",
@@ -310,8 +314,7 @@ class Arbiter:
         if pid == 0:
             return False
         self.companion_pid = None
-        code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code
+        code = status_of(os.waitstatus_to_exitcode(status))
         if not self._stopping:
             log.info("companion exited status=%s, stopping", describe_status(status))
             self.exit_status = code
@@ -333,13 +336,6 @@ class Arbiter:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.companion_pid, signal.SIGKILL)
             self._reap_companion(block=True)
-
-    def _back_off(self, *, young: bool) -> None:
-        if young:
-            self._backoff = min(max(self._backoff * 2, RESPAWN_BACKOFF_MIN), RESPAWN_BACKOFF_MAX)
-        else:
-            self._backoff = 0.0
-        self._next_spawn = time.monotonic() + self._backoff
 
     def _signal_workers(self, signum: int) -> None:
         for worker in self.workers.values():

@@ -45,17 +45,16 @@ import gevent.event
 import gevent.socket
 import gevent.subprocess
 
+from wsproxy.children import Backoff, status_of
 from wsproxy.errors import ConfigError, HandshakeError, StartupError
 from wsproxy.settings import format_address
 
 __all__ = [
-    "Backoff",
     "PortSlot",
     "WrappedProgram",
     "find_rebind_lib",
     "pick_port",
     "rebind_env",
-    "status_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,35 +120,6 @@ def rebind_env(base: Mapping[str, str], lib: str, old_port: int, new_port: int) 
     return env
 
 
-def status_of(returncode: int) -> int:
-    """A shell-style exit status: the code, or 128 + the signal number for a signal death."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-class Backoff:
-    """Respawn delays: ``BACKOFF_MIN`` doubling to ``BACKOFF_MAX``, reset by a healthy run."""
-
-    def __init__(
-        self,
-        *,
-        first: float = BACKOFF_MIN,
-        cap: float = BACKOFF_MAX,
-        healthy: float = HEALTHY_RUN,
-    ) -> None:
-        self.first = first
-        self.cap = cap
-        self.healthy = healthy
-        self._next = first
-
-    def after_run(self, seconds: float) -> float:
-        """The delay before the next start, given how long the last run lasted."""
-        if seconds >= self.healthy:
-            self._next = self.first
-        delay = self._next
-        self._next = min(self._next * 2, self.cap)
-        return delay
-
-
 class PortSlot:
     """The moved port, shared between processes: with ``--workers`` the program runs in one
     process (the master's keeper) and every worker reads where it listens now.
@@ -211,7 +181,7 @@ class WrappedProgram:
         self.started = 0.0  # monotonic time of the current run's start
         self.restarts = 0
         self._host = LOOPBACKS[0]
-        self._backoff = Backoff()
+        self._backoff = Backoff(first=BACKOFF_MIN, cap=BACKOFF_MAX, healthy=HEALTHY_RUN)
         self._stopping = False
         self._supervisor: gevent.Greenlet | None = None
         self._readers: list[gevent.Greenlet] = []
