@@ -241,3 +241,31 @@ def test_buffer_past_its_bound_drops_frames_and_logs_the_count(
     assert "frames=2 bytes=2000" in caplog.text
     got = check_layout(path.read_text("ascii"))
     assert got["{"] == b"x" * 3000
+
+
+def test_close_gives_up_on_a_stuck_write_and_closes_the_file_when_it_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A pipe nobody reads stands for a stuck disk: once its buffer is full, write() blocks.
+    # The writer starts at the first 1000 bytes and writes all that is pending at once.
+    read_fd, write_fd = os.pipe()
+    recorder = Recorder(write_fd, "stuck", "peer", started=0.0, flush_bytes=1000, close_wait=0.5)
+    for _ in range(200):  # 200 KB pending: more than the pipe holds
+        recorder.to_client(b"x" * 1000)
+    with caplog.at_level(logging.WARNING, logger="wsproxy.record"), gevent.Timeout(5):
+        recorder.close()
+    assert "recording abandoned peer=peer file=stuck" in caplog.text
+    assert recorder.active  # not closed under the write under way
+    # The disk comes back: the write finishes and the file is closed after it (EOF on the pipe).
+    os.set_blocking(read_fd, False)
+    with gevent.Timeout(10):
+        while True:
+            try:
+                chunk = os.read(read_fd, 1 << 20)
+            except BlockingIOError:
+                gevent.sleep(0.01)
+                continue
+            if not chunk:
+                break
+    os.close(read_fd)
+    assert not recorder.active

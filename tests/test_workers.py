@@ -4,12 +4,14 @@ WebSocket clients. Every log line carries its process id, which tells which work
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from conftest import EchoServer, ProxyProcess, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from wsproxy.workers import RESPAWN_BACKOFF_MIN
+from wsproxy.workers import KILL_WAIT, RESPAWN_BACKOFF_MIN, STOP_KILL_AFTER, Arbiter, Worker
 
 MAX_CLIENTS = 40  # bound on connections opened while waiting for both workers to get one
 
@@ -192,3 +194,45 @@ def test_port_in_use_fails_before_any_worker_starts(echo_server: EchoServer) -> 
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "worker started" not in result.stderr
+
+
+@pytest.mark.parametrize("role", ["worker", "companion"])
+def test_stop_does_not_wait_forever_for_a_child_that_survives_sigkill(
+    role: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A child stuck in the kernel (D state) outlives SIGKILL; here a real child the master's
+    # signals do not reach stands for it, and a blocking waitpid on it would hang the test.
+    child = subprocess.Popen(["sleep", "60"])
+    real_kill, real_waitpid = os.kill, os.waitpid
+
+    def kill(pid: int, signum: int) -> None:
+        if pid != child.pid:
+            real_kill(pid, signum)
+
+    def waitpid(pid: int, flags: int) -> tuple[int, int]:
+        assert flags & os.WNOHANG, "a blocking waitpid: the master would hang on a D-state child"
+        return real_waitpid(pid, flags)
+
+    arbiter = Arbiter(1, lambda: 0, graceful_timeout=0.1)
+    arbiter._wake_r, arbiter._wake_w = os.pipe()
+    monkeypatch.setattr(os, "kill", kill)
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    try:
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="wsproxy.workers"):
+            if role == "worker":
+                arbiter.workers[child.pid] = Worker(child.pid, 1, start)
+                arbiter._stop_workers()
+                assert not arbiter.workers
+            else:
+                arbiter.companion_pid = child.pid
+                arbiter._stop_companion()
+        elapsed = time.monotonic() - start
+        assert elapsed < 0.1 + STOP_KILL_AFTER + KILL_WAIT + 1
+        assert f"{role} did not go away after SIGKILL pid={child.pid}" in caplog.text
+    finally:
+        monkeypatch.undo()
+        child.kill()
+        child.wait(timeout=5)
+        os.close(arbiter._wake_r)
+        os.close(arbiter._wake_w)

@@ -60,6 +60,7 @@ DIRECTION_NAMES = {TO_CLIENT: "to-client", FROM_CLIENT: "from-client"}
 
 FLUSH_BYTES = 256 * 1024  # buffered payload that wakes the writer: few, large writes
 MAX_BUFFER_BYTES = 4 * 1024 * 1024  # payload waiting for the disk past which frames are dropped
+CLOSE_WAIT = 5.0  # seconds close() waits for a write under way before it abandons the recording
 MAX_NAME_TRIES = 100_000  # PREFIX.<n> names skipped because they exist (other workers, old runs)
 FILE_MODE = 0o640
 
@@ -190,12 +191,14 @@ class Recorder:
         *,
         flush_bytes: int = FLUSH_BYTES,
         max_buffer_bytes: int = MAX_BUFFER_BYTES,
+        close_wait: float = CLOSE_WAIT,
     ) -> None:
         self.path = path
         self.peer = peer
         self.started = started
         self.flush_bytes = flush_bytes
         self.max_buffer_bytes = max_buffer_bytes
+        self.close_wait = close_wait
         self.dropped_frames = 0
         self.dropped_bytes = 0
         self._fd: int | None = fd
@@ -235,10 +238,26 @@ class Recorder:
     # -- writing --
 
     def close(self) -> None:
-        """Write what is buffered and the end marker, close the file, log dropped frames."""
+        """Write what is buffered and the end marker, close the file, log dropped frames.
+
+        Waits at most ``close_wait`` for a write under way (a stuck disk or NFS server): past
+        that, the rest is dropped and the file is closed once that write returns (closing it
+        under the write could send the bytes to a file that reuses the descriptor).
+        """
         writer = self._writer
         if writer is not None:
-            writer.join()
+            writer.join(timeout=self.close_wait)
+            if not writer.dead:
+                log.warning(
+                    "recording abandoned peer=%s file=%s bytes=%d reason=%s",
+                    self.peer,
+                    self.path,
+                    self._pending_bytes,
+                    f"a write took longer than {self.close_wait:g}s",
+                )
+                self._pending, self._pending_bytes = [], 0  # the writer stops after this write
+                writer.link(lambda _: self._close_file())
+                return
         self._flush()
         self._write(FOOTER)
         if self.dropped_frames:

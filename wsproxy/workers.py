@@ -38,6 +38,7 @@ import gevent
 from wsproxy.children import Backoff, status_of
 
 __all__ = [
+    "KILL_WAIT",
     "PARENT_CHECK_INTERVAL",
     "RESPAWN_BACKOFF_MAX",
     "RESPAWN_BACKOFF_MIN",
@@ -55,6 +56,7 @@ RESPAWN_BACKOFF_MIN = 0.5  # delay before replacing a worker that died young...
 RESPAWN_BACKOFF_MAX = 30.0  # ...doubling per young death up to this
 WORKER_STABLE_SECS = 10.0  # a worker that lived this long resets the back-off
 STOP_KILL_AFTER = 2.0  # on stop: seconds beyond graceful_timeout before SIGKILL
+KILL_WAIT = 2.0  # after SIGKILL: seconds to wait for the kernel to end a child (D state: never)
 PARENT_CHECK_INTERVAL = 1.0  # a worker checks this often whether its master is gone
 
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
@@ -303,12 +305,12 @@ class Arbiter:
             )
             self.on_worker_exit(worker, status, respawn_in)
 
-    def _reap_companion(self, block: bool = False) -> bool:
+    def _reap_companion(self) -> bool:
         """Check on the companion; its exit stops the master with its status. True if gone."""
         if self.companion_pid is None:
             return True
         try:
-            pid, status = os.waitpid(self.companion_pid, 0 if block else os.WNOHANG)
+            pid, status = os.waitpid(self.companion_pid, os.WNOHANG)
         except ChildProcessError:
             pid, status = self.companion_pid, 0
         if pid == 0:
@@ -327,15 +329,28 @@ class Arbiter:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.companion_pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.graceful_timeout + STOP_KILL_AFTER
-        while not self._reap_companion() and time.monotonic() < deadline:
-            self._wait(min(WAKE_INTERVAL / 10, deadline - time.monotonic()))
-            self._signals.clear()
+        self._poll_until(self._reap_companion, self.graceful_timeout + STOP_KILL_AFTER)
         if self.companion_pid is not None:
             log.warning("companion did not stop in time, killing pid=%d", self.companion_pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.companion_pid, signal.SIGKILL)
-            self._reap_companion(block=True)
+            if not self._poll_until(self._reap_companion, KILL_WAIT):
+                log.error(
+                    "companion did not go away after SIGKILL pid=%d, not waiting for it",
+                    self.companion_pid,
+                )
+
+    def _poll_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wake on SIGCHLD (or every tenth of WAKE_INTERVAL) until ``done()`` or ``timeout``;
+        returns ``done()``. Signals that come meanwhile are dropped: we are stopping already."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wait(min(WAKE_INTERVAL / 10, remaining))
+            self._signals.clear()
+        return True
 
     def _signal_workers(self, signum: int) -> None:
         for worker in self.workers.values():
@@ -346,19 +361,20 @@ class Arbiter:
         if self.listener is not None:
             self.listener.close()
         self._signal_workers(signal.SIGTERM)
-        deadline = time.monotonic() + self.graceful_timeout + STOP_KILL_AFTER
-        while self.workers and time.monotonic() < deadline:
-            self._wait(min(WAKE_INTERVAL, deadline - time.monotonic()))
-            self._signals.clear()  # already stopping: a second SIGTERM changes nothing
-            self._reap()
+        if self._poll_until(self._reaped_all, self.graceful_timeout + STOP_KILL_AFTER):
+            return
         for worker in self.workers.values():
             log.warning("worker did not stop in time, killing pid=%d", worker.pid)
         self._signal_workers(signal.SIGKILL)
-        while self.workers:
-            for pid in list(self.workers):
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
-                del self.workers[pid]
+        if self._poll_until(self._reaped_all, KILL_WAIT):
+            return
+        for worker in self.workers.values():
+            log.error("worker did not go away after SIGKILL pid=%d, not waiting for it", worker.pid)
+        self.workers.clear()
+
+    def _reaped_all(self) -> bool:
+        self._reap()
+        return not self.workers
 
 
 def describe_status(status: int) -> str:
