@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import struct
@@ -89,12 +91,14 @@ def test_library_rejects_unknown_option() -> None:
 
 
 def test_stop_does_not_wait_for_clients_still_in_their_handshake(run_proxy, echo_server) -> None:
-    proc = run_proxy(["--graceful-timeout", "5", "127.0.0.1:0", echo_server.address])
+    proc = run_proxy(["-v", "--graceful-timeout", "5", "127.0.0.1:0", echo_server.address])
     slow = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
     slow.sendall(b"GET / HTTP/1.1\r\n")  # and never more
-    proc.wait_log("listening")
-    time.sleep(0.2)
+    host, port = slow.getsockname()[:2]
+    proc.wait_log(rf"accepted peer={re.escape(host)}:{port}$")  # its session is under way
     start = time.monotonic()
     assert proc.stop() == 0
     assert time.monotonic() - start < 2
+    with contextlib.suppress(ConnectionResetError):
+        assert slow.recv(100) == b""  # closed, with no answer
     slow.close()

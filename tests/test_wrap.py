@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import sys
 import textwrap
 import time
@@ -17,6 +18,7 @@ import pytest
 from conftest import ROOT, ProxyProcess, free_port
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from wsraw import Opcode, RawClient
 
 from wsproxy.wrap import rebind_env
 
@@ -310,6 +312,55 @@ def test_sigterm_leaves_no_process_or_zombie_of_the_group(wrap, mode: str, argv:
     assert len(group_members(pgid)) >= 1
     assert proxy.stop(signal.SIGTERM) == 0
     assert group_members(pgid) == []
+
+
+# Echoes on the port; on SIGTERM says so and exits.
+ECHO_SAYS_TERM = program(
+    """
+    import signal, socket, sys, threading
+    def term(signum, frame):
+        print("program got SIGTERM", flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, term)
+    srv = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+    def echo(conn):
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+    while True:
+        threading.Thread(target=echo, args=(srv.accept()[0],), daemon=True).start()
+    """
+)
+
+
+@pytest.mark.parametrize("answers", [True, False], ids=["client-answers", "client-silent"])
+def test_sigterm_stops_the_program_only_after_the_sessions_within_one_deadline(
+    wrap, answers: bool
+) -> None:
+    # graceful_timeout 2, close_timeout 10: a silent client is cut at the graceful deadline.
+    proxy = wrap([*ECHO_SAYS_TERM, "{port}"], "--graceful-timeout=2", "--close-timeout=10")
+    client = RawClient(proxy.port, timeout=10)
+    client.send_frame(Opcode.BINARY, b"ping")
+    assert client.recv_data(4) == b"ping"
+    start = time.monotonic()
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert client.expect_close().code == 1001
+    if answers:
+        time.sleep(0.5)  # a client slow to answer: the program must still be running meanwhile
+        client.send_frame(Opcode.CLOSE, struct.pack("!H", 1001))
+    assert proxy.stop(timeout=10) == 0
+    elapsed = time.monotonic() - start
+    client.close()
+    ended = "by=server code=1001" if answers else "stopping: cutting 1 session(s)"
+    closed = next(i for i, line in enumerate(proxy.lines) if ended in line)
+    term = next(
+        i
+        for i, line in enumerate(proxy.lines)
+        if re.search(r"wrap \S+\[\d+\]: program got SIGTERM", line)
+    )
+    assert closed < term, proxy.log  # the program outlived the session it served
+    # One deadline for the sessions (2 s), then the program's own quick exit; not 2 x 2 s.
+    assert elapsed < (3 if answers else 4.5), proxy.log
 
 
 # -- the examples in the README --

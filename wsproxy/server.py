@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import gevent
@@ -31,6 +32,8 @@ from wsproxy.wrap import WrappedProgram
 __all__ = ["WSProxy"]
 
 log = logging.getLogger(__name__)
+
+KILL_WAIT = 1.0  # seconds killed sessions get to unwind (close their sockets) after the deadline
 
 
 class WSProxy(StreamServer):
@@ -66,6 +69,7 @@ class WSProxy(StreamServer):
         self.sessions: set[Session] = set()
         self.tokens = TokenTable(settings.token_source) if settings.token_source else None
         self._stopping = False
+        self._stopper: gevent.Greenlet | None = None
         # -- traffic: recording, load balancers, metrics --
         self.recordings = Recordings(settings.record) if settings.record else None
         try:
@@ -171,7 +175,11 @@ class WSProxy(StreamServer):
             raise
 
     def handle(self, sock: Any, address: Any) -> None:
+        if self._stopping:  # accepted just before stop() began: it will not be closed, so drop it
+            sock.close()
+            return
         session = self.session_class(sock, address, self)
+        log.debug("accepted peer=%s", session.peer)
         self.sessions.add(session)
         try:
             session.run()
@@ -179,18 +187,36 @@ class WSProxy(StreamServer):
             self.sessions.discard(session)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting, close every relay with 1001, wait up to ``timeout`` (default
-        ``graceful_timeout``) for the sessions to end, then kill what is left."""
-        if timeout is None:
-            timeout = self.settings.graceful_timeout
-        if not self._stopping:
-            self._stopping = True
-            self.close()
-            if self.sessions:
-                log.info("stopping: closing %d session(s)", len(self.sessions))
-            closers = [gevent.spawn(s.going_away) for s in list(self.sessions)]
-            gevent.joinall(closers, timeout=timeout)
+        """Stop within one deadline of ``timeout`` (default ``graceful_timeout``): stop accepting,
+        close every relay with 1001, wait for the sessions to end and kill those left at the
+        deadline (they get up to ``KILL_WAIT`` more to unwind); only then stop the wrapped program,
+        whose own SIGTERM-to-SIGKILL grace starts there.
+
+        Every call waits for the same stop, so calling it again (gevent's ``serve_forever`` does
+        once :meth:`close` wakes it) neither restarts the clock nor stops the program early.
+        """
+        if self._stopper is None:
+            if timeout is None:
+                timeout = self.settings.graceful_timeout
+            self._stopper = gevent.spawn(self._stop, time.monotonic() + timeout)
+        self._stopper.join()
+
+    def _stop(self, deadline: float) -> None:
+        self._stopping = True
+        self.close()
+        if self.sessions:
+            log.info("stopping: closing %d session(s)", len(self.sessions))
+        closers = [gevent.spawn(s.going_away) for s in list(self.sessions)]
+        gevent.joinall(closers, timeout=_left(deadline))
+        gevent.killall(closers, block=False)
+        self.pool.join(timeout=_left(deadline))
+        if self.pool:
+            log.info("stopping: cutting %d session(s) at graceful_timeout", len(self.pool))
+            self.pool.kill(block=True, timeout=KILL_WAIT)
         if self.wrapped is not None:
-            self.wrapped.stop()  # every call waits until the program's group is gone
-        super().stop(timeout=timeout)
+            self.wrapped.stop()  # waits until the program's group is gone
         self.metrics.stop()
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
