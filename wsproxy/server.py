@@ -26,7 +26,7 @@ from wsproxy.metrics import open_metrics
 from wsproxy.record import Recorder, Recordings
 from wsproxy.session import Session, connect, target_name
 from wsproxy.settings import Address, Settings, format_address
-from wsproxy.tokens import TokenTable
+from wsproxy.tokenfile import TokenTable
 from wsproxy.wrap import WrappedProgram
 
 __all__ = ["WSProxy"]
