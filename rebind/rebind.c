@@ -120,7 +120,8 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (old_port == 0 || addr == NULL)
+	/* Too short to hold even the family: not ours to read (the kernel answers EINVAL). */
+	if (old_port == 0 || addr == NULL || len < (socklen_t)sizeof(sa_family_t))
 		return real_bind(fd, addr, len);
 
 	if (addr->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {

@@ -128,6 +128,35 @@ def test_unix_socket_bind_passes_through(rebind_so: Path, tmp_path: Path) -> Non
     assert path.exists()
 
 
+# bind() with an address of 1 byte, the last one before an unreadable page: a library that
+# reads sa_family (2 bytes) before checking the length crashes; the kernel answers EINVAL.
+SHORT_ADDRESS_CHILD = """
+import ctypes, mmap, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.bind.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+page = mmap.PAGESIZE
+area = mmap.mmap(-1, 2 * page)
+base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+assert libc.mprotect(base + page, page, 0) == 0  # PROT_NONE
+sock = socket.socket()
+print(libc.bind(sock.fileno(), base + page - 1, 1), ctypes.get_errno())
+"""
+
+
+def test_address_shorter_than_its_family_passes_through_unread(rebind_so: Path) -> None:
+    old, new = two_free_ports()
+    result = subprocess.run(
+        [sys.executable, "-c", SHORT_ADDRESS_CHILD],
+        env={**os.environ, "LD_PRELOAD": str(rebind_so), **ports_env(old, new)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 0, f"child died: {result.returncode} {result.stderr}"
+    assert result.stdout.split() == ["-1", str(errno.EINVAL)]
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
