@@ -11,11 +11,12 @@ TEST_PACKAGES := socat chromium telnetd tigervnc-standalone-server systemd nginx
 
 all: venv rebind
 
-# The LD_PRELOAD library for wrapped programs (`pip install .` builds its own copy: setup.py).
+# The LD_PRELOAD library for wrapped programs, built where wsproxy loads it: the package copy
+# (`pip install .` builds the same file: setup.py). One copy, so none can be stale.
 REBIND_CFLAGS := -Wall -Wextra -Werror -O2 -fPIC -shared
-rebind: rebind/rebind.so
+rebind: wsproxy/rebind.so
 
-rebind/rebind.so: rebind/rebind.c
+wsproxy/rebind.so: rebind/rebind.c
 	$(CC) $(REBIND_CFLAGS) -o $@ $< -ldl -pthread
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml setup.py rebind/rebind.c

@@ -1,4 +1,5 @@
-"""rebind.so, compiled here from rebind/rebind.c, under LD_PRELOAD in real child processes."""
+"""rebind.so, the copy wsproxy loads (built by `make rebind` or pip), under LD_PRELOAD in real
+child processes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+
+from wsproxy.wrap import find_rebind_lib
 
 # Binds each address given on the command line (family, host, port) and prints where each socket
 # landed, or the errno of a failed bind, as one JSON list.
@@ -34,21 +37,46 @@ print(json.dumps(out))
 """
 
 
+SOURCE = ROOT / "rebind" / "rebind.c"
+
+
 @pytest.fixture(scope="module")
-def rebind_so(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh build of rebind.c with the project's flags: any warning fails the build."""
-    out = tmp_path_factory.mktemp("rebind") / "rebind.so"
+def rebind_so() -> Path:
+    """The library wsproxy loads for wrapped programs, built from the current rebind.c."""
+    lib = Path(find_rebind_lib(None))
+    assert lib.stat().st_mtime >= SOURCE.stat().st_mtime, f"{lib} is older than {SOURCE}"
+    return lib
+
+
+def test_rebind_c_builds_without_warnings(tmp_path: Path) -> None:
+    out = tmp_path / "rebind.so"
     cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
     flags = ["-Wall", "-Wextra", "-Werror", "-O2", "-fPIC", "-shared"]
     result = subprocess.run(
-        [cc, *flags, "-o", str(out), str(ROOT / "rebind" / "rebind.c"), "-ldl", "-pthread"],
+        [cc, *flags, "-o", str(out), str(SOURCE), "-ldl", "-pthread"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr  # warning-free, not merely error-free
-    return out
+
+
+def test_make_rebind_builds_the_copy_wsproxy_loads(tmp_path: Path) -> None:
+    # A copy of the source tree's build inputs: `make rebind` there must (re)build the file
+    # find_rebind_lib picks, not a second copy beside it.
+    (tmp_path / "rebind").mkdir()
+    (tmp_path / "wsproxy").mkdir()
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(SOURCE, tmp_path / "rebind" / "rebind.c")
+    result = subprocess.run(
+        ["make", "-C", str(tmp_path), "rebind"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.so")) == [
+        "wsproxy/rebind.so"
+    ]
+    assert Path(find_rebind_lib(None)).relative_to(ROOT).as_posix() == "wsproxy/rebind.so"
 
 
 def two_free_ports() -> tuple[int, int]:

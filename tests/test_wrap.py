@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -15,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ProxyProcess, free_port
+from conftest import ProxyProcess, free_port
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from wsraw import Opcode, RawClient
 
-from wsproxy.wrap import rebind_env
+from wsproxy.wrap import find_rebind_lib, rebind_env
 
 PY = sys.executable
 STARTED = r"wrap started name=\S+ pid=(\d+)"
@@ -222,8 +223,9 @@ def test_program_output_is_logged_and_user_ld_preload_kept(wrap) -> None:
     assert max(len(part) for part in long_line) <= 4096  # logged in bounded pieces
 
 
-def test_rebind_lib_option_is_used(wrap) -> None:
-    lib = ROOT / "rebind" / "rebind.so"
+def test_rebind_lib_option_is_used(wrap, tmp_path: Path) -> None:
+    lib = tmp_path / "my-rebind.so"
+    shutil.copy(find_rebind_lib(None), lib)
     show = program("import os; print('preload', os.environ['LD_PRELOAD'])")
     proxy = wrap([*show, "{port}"], f"--rebind-lib={lib}", "--wrap-mode=ignore")
     proxy.wait_log(rf"wrap python\S*\[\d+\]: preload {re.escape(str(lib))}$")

@@ -74,22 +74,18 @@ PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 def find_rebind_lib(configured: str | None) -> str:
-    """The LD_PRELOAD library: ``--rebind-lib`` if given, else the copy built into the package
-    (``pip install``), else ``rebind/rebind.so`` in a source checkout (``make rebind``).
+    """The LD_PRELOAD library: ``--rebind-lib`` if given, else the copy in the package, which
+    ``pip install`` and ``make rebind`` both build (one file, so a stale second copy cannot be
+    the one that runs).
 
     Raises:
         ConfigError: the library is not there, with how to build it.
     """
-    package = Path(__file__).resolve().parent
-    if configured:
-        candidates = [Path(configured)]
-    else:
-        candidates = [package / REBIND_LIB, package.parent / "rebind" / REBIND_LIB]
-    for path in candidates:
-        if path.is_file():
-            return str(path.resolve())
+    path = Path(configured) if configured else Path(__file__).resolve().parent / REBIND_LIB
+    if path.is_file():
+        return str(path.resolve())
     raise ConfigError(
-        f"{REBIND_LIB} not found (looked at {', '.join(str(p) for p in candidates)})",
+        f"{REBIND_LIB} not found at {path}",
         key="rebind_lib",
         expected="the path of a built rebind.so: run `make rebind` in the source tree, "
         "or reinstall wsproxy with `pip install .` (needs a C compiler)",
