@@ -27,7 +27,7 @@ from test_workers import Clients, echoes, worker_pids
 from test_wrap import program
 from websockets.sync.client import connect
 
-from wsproxy.metrics import NullMetrics, open_metrics
+from wsproxy.metrics import NullMetrics, close_code_label, open_metrics
 from wsproxy.settings import Settings
 
 METRICS_AT = r"metrics at http://(\S+)/metrics"
@@ -306,3 +306,21 @@ def test_workers_healthz_is_503_while_draining_and_value_files_are_removed_at_ex
         assert response.status == 200
     sigterm_and_see_healthz_503_while_draining(proxy, base)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "label"),
+    [
+        (1000, "1000"),
+        (1006, "1006"),  # recorded for a dropped connection, never sent
+        (1012, "1012"),  # valid (IANA registry), though not in our CloseCode enum
+        (1014, "1014"),
+        (1004, "1xxx"),  # reserved
+        (1015, "1xxx"),  # never on the wire
+        (2999, "2xxx"),
+        (3000, "3xxx"),
+        (4999, "4xxx"),
+    ],
+)
+def test_close_code_labels_are_bounded_and_keep_valid_protocol_codes(code: int, label: str) -> None:
+    assert close_code_label(code) == label

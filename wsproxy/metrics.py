@@ -23,6 +23,7 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from wsproxy.errors import CloseCode, ConfigError
+from wsproxy.rfc6455 import check_close_code
 from wsproxy.settings import Address, Settings, format_address
 
 __all__ = ["CONNECT_BUCKETS", "Metrics", "NullMetrics", "import_prometheus", "open_metrics"]
@@ -224,8 +225,12 @@ def import_prometheus() -> Any:
 
 
 def close_code_label(code: int) -> str:
-    """A known close code as itself, any other as its range (``4xxx``): bounded label values."""
-    return str(code) if code in KNOWN_CLOSE_CODES else f"{code // 1000}xxx"
+    """Bounded label values: a protocol code (1000-2999) that may be sent, or that we record
+    for a close without a code (1005, 1006), as itself; application codes and anything else as
+    their thousand (``3xxx``, ``4xxx``)."""
+    if code < 3000 and (check_close_code(code) or code in KNOWN_CLOSE_CODES):
+        return str(code)
+    return f"{code // 1000}xxx"
 
 
 def open_metrics(settings: Settings) -> Metrics | NullMetrics:
