@@ -291,8 +291,11 @@ def test_tls_without_a_certificate_is_closed_and_logged_once(
             https_get(proxy.port, client_context(ca))
     proxy.wait_log(r"TLS client but no certificate configured.*--cert FILE")
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        port = sock.getsockname()[1]
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_http_head(sock)[0] == 404  # plain requests still work
+    # Logged after the three TLS attempts were refused: once it is in, a second warning would be.
+    proxy.wait_log(rf"refused peer=127\.0\.0\.1:{port} status=404")
     assert sum("no certificate configured" in line for line in proxy.lines) == 1
 
 

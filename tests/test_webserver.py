@@ -8,6 +8,7 @@ and a 100 MiB file is served while the proxy's memory stays flat.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -152,10 +153,6 @@ TRAVERSALS = [
 ]
 
 
-def test_at_least_twenty_traversal_attempts() -> None:
-    assert len(TRAVERSALS) >= 20
-
-
 @pytest.mark.parametrize("target", TRAVERSALS)
 def test_traversal_is_refused(web: ProxyProcess, site: Path, target: str) -> None:
     status, _, body = fetch(web.port, target)
@@ -240,8 +237,13 @@ def test_malformed_request_is_400(web: ProxyProcess) -> None:
 
 
 def test_every_request_is_logged_once(web: ProxyProcess, conn: HttpConn) -> None:
+    line = r"web peer=127\.0\.0\.1:\d+ method=GET path=/a\.txt\?logged={} status=200 bytes=37"
     conn.get("/a.txt?logged=1")
-    web.wait_log(r"web peer=127\.0\.0\.1:\d+ method=GET path=/a\.txt\?logged=1 status=200 bytes=37")
+    web.wait_log(line.format(1))
+    conn.get("/a.txt?logged=2")  # a later request: once its line is in, a second one for the
+    web.wait_log(line.format(2))  # first request would be in too
+    assert len([x for x in web.lines if re.search(line.format(1), x)]) == 1
+    assert len([x for x in web.lines if "logged=" in x]) == 2
 
 
 # -- Range, conditional GET, HEAD, keep-alive ----------------------------------------------------
