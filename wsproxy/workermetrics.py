@@ -35,7 +35,7 @@ import gevent
 import gevent.event
 
 from wsproxy.metrics import Metrics, import_prometheus
-from wsproxy.workers import STOP_KILL_AFTER, WAKE_INTERVAL, Arbiter, Worker
+from wsproxy.workers import KILL_WAIT, STOP_KILL_AFTER, WAKE_INTERVAL, Arbiter, Worker
 
 __all__ = [
     "ENDPOINT_RESPAWN_DELAY",
@@ -130,7 +130,7 @@ class MetricsArbiter(Arbiter):
         self._start_endpoint()
 
     def on_tick(self) -> None:
-        if self.endpoint_pid is not None and self._endpoint_exited(block=False):
+        if self.endpoint_pid is not None and self._endpoint_exited():
             log.warning("metrics endpoint exited, starting it again")
         if self.endpoint_pid is None and time.monotonic() >= self._endpoint_next:
             self._start_endpoint()
@@ -149,13 +149,17 @@ class MetricsArbiter(Arbiter):
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.endpoint_pid, signal.SIGTERM)
         deadline = time.monotonic() + ENDPOINT_STOP_TIMEOUT
-        while not self._endpoint_exited(block=False) and time.monotonic() < deadline:
+        while not self._endpoint_exited() and time.monotonic() < deadline:
             time.sleep(WAKE_INTERVAL / 20)
         if self.endpoint_pid is not None:
             log.warning("metrics endpoint did not stop in time, killing pid=%d", self.endpoint_pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.endpoint_pid, signal.SIGKILL)
-            self._endpoint_exited(block=True)
+            if not self._poll_until(self._endpoint_exited, KILL_WAIT):
+                log.error(
+                    "metrics endpoint did not go away after SIGKILL pid=%d, not waiting for it",
+                    self.endpoint_pid,
+                )
 
     def handle_hup(self, signum: int) -> None:
         super().handle_hup(signum)
@@ -169,10 +173,10 @@ class MetricsArbiter(Arbiter):
         self._endpoint_next = time.monotonic() + ENDPOINT_RESPAWN_DELAY
         self.endpoint_pid = self.fork(self._serve_endpoint)
 
-    def _endpoint_exited(self, *, block: bool) -> bool:
+    def _endpoint_exited(self) -> bool:
         assert self.endpoint_pid is not None
         try:
-            pid, _ = os.waitpid(self.endpoint_pid, 0 if block else os.WNOHANG)
+            pid, _ = os.waitpid(self.endpoint_pid, os.WNOHANG)
         except ChildProcessError:
             pid = self.endpoint_pid
         if pid == 0:
