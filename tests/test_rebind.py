@@ -86,14 +86,21 @@ def two_free_ports() -> tuple[int, int]:
         return a.getsockname()[1], b.getsockname()[1]
 
 
-def run_child(lib: Path, env: dict[str, str], *specs: str) -> tuple[list[object], str]:
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, *specs],
+def run_code(
+    lib: Path, env: dict[str, str], code: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` in a child with ``lib`` preloaded and ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
         env={**os.environ, "LD_PRELOAD": str(lib), **env},
         capture_output=True,
         text=True,
         timeout=20,
     )
+
+
+def run_child(lib: Path, env: dict[str, str], *specs: str) -> tuple[list[object], str]:
+    result = run_code(lib, env, CHILD, *specs)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), result.stderr
 
@@ -145,13 +152,7 @@ def test_unix_socket_bind_passes_through(rebind_so: Path, tmp_path: Path) -> Non
     old, new = two_free_ports()
     path = tmp_path / "sock"
     code = f"import socket; s = socket.socket(socket.AF_UNIX); s.bind({str(path)!r}); print('ok')"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "LD_PRELOAD": str(rebind_so), **ports_env(old, new)},
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    result = run_code(rebind_so, ports_env(old, new), code)
     assert result.stdout.strip() == "ok", result.stderr
     assert path.exists()
 
@@ -174,13 +175,7 @@ print(libc.bind(sock.fileno(), base + page - 1, 1), ctypes.get_errno())
 
 def test_address_shorter_than_its_family_passes_through_unread(rebind_so: Path) -> None:
     old, new = two_free_ports()
-    result = subprocess.run(
-        [sys.executable, "-c", SHORT_ADDRESS_CHILD],
-        env={**os.environ, "LD_PRELOAD": str(rebind_so), **ports_env(old, new)},
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    result = run_code(rebind_so, ports_env(old, new), SHORT_ADDRESS_CHILD)
     assert result.returncode == 0, f"child died: {result.returncode} {result.stderr}"
     assert result.stdout.split() == ["-1", str(errno.EINVAL)]
 

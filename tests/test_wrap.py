@@ -45,10 +45,14 @@ ONE_SHOT = program(
     """
 )
 
-# Echoes on [::]:PORT, IPv6 only.
+# Echoes on [::]:PORT, IPv6 only; on SIGTERM says so and exits.
 ECHO_V6 = program(
     """
-    import socket, sys, threading
+    import signal, socket, sys, threading
+    def term(signum, frame):
+        print("program got SIGTERM", flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, term)
     srv = socket.socket(socket.AF_INET6)
     srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -316,31 +320,12 @@ def test_sigterm_leaves_no_process_or_zombie_of_the_group(wrap, mode: str, argv:
     assert group_members(pgid) == []
 
 
-# Echoes on the port; on SIGTERM says so and exits.
-ECHO_SAYS_TERM = program(
-    """
-    import signal, socket, sys, threading
-    def term(signum, frame):
-        print("program got SIGTERM", flush=True)
-        sys.exit(0)
-    signal.signal(signal.SIGTERM, term)
-    srv = socket.create_server(("127.0.0.1", int(sys.argv[1])))
-    def echo(conn):
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-    while True:
-        threading.Thread(target=echo, args=(srv.accept()[0],), daemon=True).start()
-    """
-)
-
-
 @pytest.mark.parametrize("answers", [True, False], ids=["client-answers", "client-silent"])
 def test_sigterm_stops_the_program_only_after_the_sessions_within_one_deadline(
     wrap, answers: bool
 ) -> None:
     # graceful_timeout 2, close_timeout 10: a silent client is cut at the graceful deadline.
-    proxy = wrap([*ECHO_SAYS_TERM, "{port}"], "--graceful-timeout=2", "--close-timeout=10")
+    proxy = wrap([*ECHO_V6, "{port}"], "--graceful-timeout=2", "--close-timeout=10")
     client = RawClient(proxy.port, timeout=10)
     client.send_frame(Opcode.BINARY, b"ping")
     assert client.recv_data(4) == b"ping"
