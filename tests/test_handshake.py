@@ -117,6 +117,18 @@ def test_426_names_the_supported_version() -> None:
         b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
         b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
         b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX\nY: 1\r\n\r\n",
+        # Control characters, DEL or stray spaces in the request line (header injection, 15).
+        b"GET /a\nSet-Cookie:x HTTP/1.1\r\n\r\n",
+        b"GET /a\rb HTTP/1.1\r\n\r\n",
+        b"GET /a\tb HTTP/1.1\r\n\r\n",
+        b"GET /a\x00 HTTP/1.1\r\n\r\n",
+        b"GET /a\x7f HTTP/1.1\r\n\r\n",
+        b"G\x01T / HTTP/1.1\r\n\r\n",
+        b"G\xc9T / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\x0b\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
     ],
 )
 def test_malformed_heads_are_400(data: bytes) -> None:

@@ -69,12 +69,27 @@ def test_hixie75_response_uses_wss_location_when_secure() -> None:
 
 @pytest.mark.parametrize(
     ("key1", "key2"),
-    [("no digits here", "1 2"), ("12345", "1 2"), ("1 2 3", "1 2"), ("99999999999 ", "1 2")],
+    [
+        ("no digits here", "1 2"),
+        ("12345", "1 2"),
+        ("1 2 3", "1 2"),
+        ("99999999999 ", "1 2"),
+        ("1" * 5000 + " ", "1 2"),  # past int()'s digit limit: must not reach int()
+        ("0000000000012 ", "1 2"),  # 13 digits, small value: still over the 10-digit bound
+    ],
 )
 def test_malformed_keys_are_400(key1: str, key2: str) -> None:
     with pytest.raises(HandshakeError) as exc_info:
         challenge_answer(key1, key2, b"12345678")
     assert exc_info.value.status == 400
+
+
+@pytest.mark.parametrize("odd", ["\xb2", "\u0663", "\uff11"])
+def test_only_ascii_digits_count_in_a_key(odd: str) -> None:
+    # latin-1 "²", an Arabic-Indic three, a full-width one: str.isdigit() takes them all, int()
+    # refuses or misreads them. Like any other non-digit they are ignored.
+    plain = challenge_answer("1 4 ", "1 2", b"12345678")
+    assert challenge_answer(f"1{odd} 4 ", f"1 {odd}2", b"12345678") == plain
 
 
 def test_frames_round_trip_as_base64() -> None:

@@ -96,6 +96,11 @@ def test_request_segments_refuses_traversal(target: str, status: HTTPStatus) -> 
         ("bytes=a-b", 100, None),
         ("bytes=-", 100, None),
         ("bytes 0-1", 100, None),
+        ("bytes=\xb2-", 100, None),  # latin-1 "²": isdigit() takes it, int() refuses it
+        ("bytes=-\xb2", 100, None),
+        ("bytes=0-\u0669", 100, None),  # an Arabic-Indic nine
+        ("bytes=0-" + "9" * 5000, 100, None),  # past int()'s digit limit
+        ("bytes=" + "1" * 19 + "-", 100, None),  # over MAX_RANGE_DIGITS
     ],
 )
 def test_parse_range(header: str | None, size: int, expected: ByteRange | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -23,9 +24,11 @@ __all__ = [
     "Kind",
     "Request",
     "accept_rfc6455",
+    "check_get",
     "check_origin",
     "classify",
     "error_response",
+    "origin_of",
     "parse_request",
 ]
 
@@ -33,6 +36,11 @@ MAX_HEAD_BYTES = 16 * 1024  # a request head larger than this gets 431 (security
 MAX_HEADERS = 100
 SUPPORTED_VERSIONS = ("13", "8", "7")  # RFC 6455 and the hybi-07/-10 drafts it grew from
 SUBPROTOCOLS = ("binary", "base64")  # in order of preference
+
+# No control character, space or DEL in the request line's parts or in a header name: a LF in
+# the target would otherwise reach the Hixie Location header (header injection) and the log.
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+_CONTROL_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed in a value
 
 
 class Kind(enum.Enum):
@@ -72,7 +80,9 @@ def parse_request(
     first frames), or None if the head is not complete yet.
 
     Raises:
-        HandshakeError: 400 for a malformed head, 431 past ``max_bytes`` or ``max_headers``.
+        HandshakeError: 400 for a malformed head (a control character or a space inside the
+            method, target or version, or in a header name or value), 431 past ``max_bytes``
+            or ``max_headers``.
     """
     end = data.find(b"\r\n\r\n", 0, max_bytes + 4)
     if end < 0:
@@ -87,7 +97,12 @@ def parse_request(
         raise HandshakeError(HTTPStatus.BAD_REQUEST, "undecodable request head") from None
     lines = head.split("\r\n")
     parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith("HTTP/1."):
+    if (
+        len(parts) != 3
+        or any(not part or _CONTROL_OR_SPACE.search(part) for part in parts)
+        or not (parts[0].isascii() and parts[0].isalpha())
+        or not parts[2].startswith("HTTP/1.")
+    ):
         raise HandshakeError(HTTPStatus.BAD_REQUEST, "malformed request line")
     method, target, version = parts
     if len(lines) - 1 > max_headers:
@@ -97,9 +112,9 @@ def parse_request(
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
+        if not sep or not name or _CONTROL_OR_SPACE.search(name):
             raise HandshakeError(HTTPStatus.BAD_REQUEST, f"malformed header line {line[:40]!r}")
-        if any(ord(c) < 32 and c != "\t" for c in value):
+        if _CONTROL_IN_VALUE.search(value):
             raise HandshakeError(HTTPStatus.BAD_REQUEST, f"control character in header {name}")
         headers.append((name, value.strip()))
     return Request(method, target, version, tuple(headers)), end + 4
@@ -121,22 +136,33 @@ def classify(request: Request) -> Kind:
     return Kind.HIXIE75
 
 
+def origin_of(request: Request) -> str | None:
+    """The page origin a browser sent: ``Origin`` (RFC 6455, Hixie-76) or the
+    ``Sec-WebSocket-Origin`` of the hybi-07/-10 drafts."""
+    return request.header("Origin") or request.header("Sec-WebSocket-Origin")
+
+
 def check_origin(request: Request, allowed: tuple[str, ...]) -> None:
     """Refuse with 403 unless the Origin is allowed (an empty ``allowed`` allows any)."""
     if not allowed:
         return
-    origin = request.header("Origin") or request.header("Sec-WebSocket-Origin")
+    origin = origin_of(request)
     if origin not in allowed:
         raise HandshakeError(HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
 
 
-def _check_upgrade(request: Request) -> None:
+def check_get(request: Request) -> None:
+    """Refuse a WebSocket handshake (any protocol version) that is not a GET with 405."""
     if request.method != "GET":
         raise HandshakeError(
             HTTPStatus.METHOD_NOT_ALLOWED,
             f"WebSocket handshake must use GET, not {request.method}",
             (("Allow", "GET"),),
         )
+
+
+def _check_upgrade(request: Request) -> None:
+    check_get(request)
     if request.version != "HTTP/1.1":
         raise HandshakeError(
             HTTPStatus.BAD_REQUEST, f"WebSocket handshake needs HTTP/1.1, not {request.version}"

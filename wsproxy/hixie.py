@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from wsproxy.errors import CloseCode, HandshakeError, ProtocolError
-from wsproxy.handshake import Request
+from wsproxy.handshake import Request, check_get, origin_of
 
 __all__ = [
     "CLOSE_FRAME",
     "KEY3_BYTES",
     "MAX_FRAME",
+    "MAX_KEY_DIGITS",
     "HixieClose",
     "HixieParser",
     "challenge_answer",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 KEY3_BYTES = 8  # Hixie-76 sends 8 random bytes after the request head
+MAX_KEY_DIGITS = 10  # the digits of a key spell number x spaces <= 4294967295 (draft-76 4.1)
 MAX_FRAME = 4 * 1024 * 1024  # buffered base64 text of one frame (security limit)
 CLOSE_FRAME = b"\xff\x00"
 
@@ -39,9 +41,10 @@ class HixieClose:
 
 
 def _key_number(key: str) -> int:
-    digits = "".join(c for c in key if c.isdigit())
+    # ASCII digits only: str.isdigit() also takes "²" (latin-1 0xb2), which int() refuses.
+    digits = "".join(c for c in key if c in "0123456789")
     spaces = key.count(" ")
-    if not digits or spaces == 0:
+    if not digits or len(digits) > MAX_KEY_DIGITS or spaces == 0:
         raise HandshakeError(HTTPStatus.BAD_REQUEST, "malformed Sec-WebSocket-Key1/Key2")
     number = int(digits)
     if number % spaces or number // spaces > 0xFFFFFFFF:
@@ -58,15 +61,12 @@ def challenge_answer(key1: str, key2: str, key3: bytes) -> bytes:
 
 
 def _common(request: Request, secure: bool) -> tuple[str, str, str | None]:
-    if request.method != "GET":
-        raise HandshakeError(
-            HTTPStatus.METHOD_NOT_ALLOWED, "WebSocket handshake must use GET", (("Allow", "GET"),)
-        )
+    check_get(request)
     host = request.header("Host")
     if host is None:
         raise HandshakeError(HTTPStatus.BAD_REQUEST, "missing Host header")
     location = f"{'wss' if secure else 'ws'}://{host}{request.target}"
-    origin = request.header("Origin") or request.header("Sec-WebSocket-Origin")
+    origin = origin_of(request)
     offered = request.tokens("Sec-WebSocket-Protocol") or request.tokens("WebSocket-Protocol")
     protocol = "base64" if "base64" in offered else None
     return location, origin or "null", protocol

@@ -31,8 +31,11 @@ __all__ = [
 ]
 
 MAX_TARGET_BYTES = 2048  # a longer request path gets 414 (security limit)
+MAX_RANGE_DIGITS = 18  # a longer number in a Range header makes it ignored (int() stays cheap)
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# ASCII digits only: str.isdigit() also takes "²" or "٣", which int() then refuses or misreads.
+_RANGE_SPEC = re.compile(rf"([0-9]{{0,{MAX_RANGE_DIGITS}}})-([0-9]{{0,{MAX_RANGE_DIGITS}}})")
 _TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
 
 
@@ -109,8 +112,9 @@ class RangeNotSatisfiable(HandshakeError):
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The single byte range asked for, or None to send the whole file (RFC 9110 section 14.2).
 
-    Only one ``bytes=`` range is honoured: a malformed header, another unit or several ranges
-    are ignored (the whole file is sent, as the RFC allows). Raises :class:`RangeNotSatisfiable`
+    Only one ``bytes=`` range is honoured: a malformed header (numbers must be ASCII digits, at
+    most ``MAX_RANGE_DIGITS`` of them), another unit or several ranges are ignored (the whole
+    file is sent, as the RFC allows). Raises :class:`RangeNotSatisfiable`
     when the range starts past the end or is an empty suffix.
     """
     if header is None:
@@ -118,9 +122,10 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     unit, sep, spec = header.strip().partition("=")
     if not sep or unit.strip().lower() != "bytes" or "," in spec:
         return None
-    first, sep, last = spec.strip().partition("-")
-    if not sep or not (first.isdigit() or not first) or not (last.isdigit() or not last):
+    match = _RANGE_SPEC.fullmatch(spec.strip())
+    if match is None:
         return None
+    first, last = match.groups()
     if not first:
         if not last:
             return None
