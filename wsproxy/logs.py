@@ -1,4 +1,5 @@
-"""Log destinations: stderr, a log file that SIGHUP reopens, syslog.
+"""Log destinations: stderr, a log file that SIGHUP reopens, syslog; and :func:`logfmt`, the one
+way a value the client controls is written into a ``key=value`` log line.
 
 This module builds the handlers and can reopen them; :mod:`wsproxy.cli` installs them. Every
 destination is opened here, in the foreground, so a file that cannot be written or a missing syslog
@@ -20,9 +21,11 @@ from wsproxy.settings import Settings
 
 __all__ = [
     "LOG_FORMAT",
+    "MAX_FIELD_CHARS",
     "SYSLOG_FALLBACK_ADDRESS",
     "SYSLOG_FORMAT",
     "ReopeningFileHandler",
+    "logfmt",
     "open_handlers",
     "reopen_log_files",
 ]
@@ -32,8 +35,33 @@ LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 SYSLOG_FORMAT = "wsproxy[%(process)d]: %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger(__name__)
 
+MAX_FIELD_CHARS = 200  # a longer value is cut in the log line (and ends with "...")
+
 DEFAULT_SYSLOG_ADDRESS = "/dev/log"
 SYSLOG_FALLBACK_ADDRESS = "/var/run/syslog"  # macOS and some BSDs have no /dev/log
+
+
+def logfmt(value: object, *, limit: int = MAX_FIELD_CHARS) -> str:
+    """``value`` as one field of a ``key=value`` log line, whatever the client put in it.
+
+    Every character that is not printable (a newline that would start a forged line, an escape
+    sequence for the terminal, a bidi override) is written as its Python escape, and so are
+    ``\\`` and ``"``. The result is quoted when it is empty or holds a space or a quote, so
+    it stays one field. Past ``limit`` characters the value is cut and ends with ``...``.
+    """
+    text = str(value)
+    shown = "".join(
+        ch if ch.isprintable() and ch not in '"\\' else _escape(ch) for ch in text[:limit]
+    )
+    if len(text) > limit:
+        shown += "..."
+    if not text or " " in shown or '"' in text:
+        return f'"{shown}"'
+    return shown
+
+
+def _escape(ch: str) -> str:
+    return '\\"' if ch == '"' else ch.encode("unicode_escape").decode("ascii")
 
 
 class ReopeningFileHandler(logging.FileHandler):

@@ -34,6 +34,7 @@ import gevent
 from docopt import DocoptExit, docopt
 
 from wsproxy.errors import ConfigError
+from wsproxy.logs import logfmt
 
 __all__ = [
     "FLUSH_BYTES",
@@ -170,7 +171,12 @@ class Recordings:
             except FileExistsError:
                 continue
             except OSError as exc:
-                log.warning("recording failed peer=%s file=%s reason=%s", peer, path, _why(exc))
+                log.warning(
+                    "recording failed peer=%s file=%s reason=%s",
+                    peer,
+                    path,
+                    logfmt(exc.strerror or exc),
+                )
                 return None
             log.info("recording peer=%s file=%s", peer, path)
             return Recorder(fd, path, peer, started, **self.recorder_options)
@@ -291,7 +297,10 @@ class Recorder:
             gevent.get_hub().threadpool.apply(_write_all, (fd, text.encode("ascii")))
         except OSError as exc:
             log.warning(
-                "recording stopped peer=%s file=%s reason=%s", self.peer, self.path, _why(exc)
+                "recording stopped peer=%s file=%s reason=%s",
+                self.peer,
+                self.path,
+                logfmt(exc.strerror or exc),
             )
             self._close_file()
 
@@ -303,7 +312,10 @@ class Recorder:
                 os.close(fd)
             except OSError as exc:
                 log.warning(
-                    "recording stopped peer=%s file=%s reason=%s", self.peer, self.path, _why(exc)
+                    "recording stopped peer=%s file=%s reason=%s",
+                    self.peer,
+                    self.path,
+                    logfmt(exc.strerror or exc),
                 )
 
 
@@ -311,10 +323,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _why(exc: OSError) -> str:
-    return '"' + (exc.strerror or str(exc)).replace('"', "'") + '"'
 
 
 # -- the ``wsproxy record`` command -----------------------------------------------------------
