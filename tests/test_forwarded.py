@@ -159,3 +159,29 @@ def test_without_trusted_proxies_a_proxy_header_is_a_bad_request(proxy: ProxyPro
         status, _, _ = read_http_head(sock)
     assert status == 400
     assert "203.0.113.13" not in proxy.log
+
+
+def test_forwarded_for_is_read_for_each_request_on_a_kept_alive_connection(
+    run_proxy, tmp_path: Path, echo_server: EchoServer
+) -> None:
+    # A balancer reuses one connection for many clients: each request names its own.
+    (tmp_path / "a.txt").write_bytes(b"a\n")
+    proxy = run_proxy(["--trusted-proxies", TRUSTED, "--web", str(tmp_path),
+                       "127.0.0.1:0", echo_server.address])  # fmt: skip
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    port = sock.getsockname()[1]
+    for n, client in enumerate(["203.0.113.21", "203.0.113.22", None]):
+        xff = f"X-Forwarded-For: {client}\r\n" if client else ""
+        sock.sendall(f"GET /a.txt?n={n} HTTP/1.1\r\nHost: x\r\n{xff}\r\n".encode())
+        status, _, body = read_http_head(sock)
+        while len(body) < 2:
+            body += sock.recv(2)
+        assert (status, body) == (200, b"a\n")
+    with connect(proxy.url, sock=sock, additional_headers={"X-Forwarded-For": "203.0.113.23"},
+                 open_timeout=5) as ws:  # fmt: skip
+        ws.send(b"ping")
+        assert ws.recv(timeout=5) == b"ping"
+    proxy.wait_log(r"web peer=203\.0\.113\.21 method=GET path=/a\.txt\?n=0 ")
+    proxy.wait_log(r"web peer=203\.0\.113\.22 method=GET path=/a\.txt\?n=1 ")
+    proxy.wait_log(rf"web peer=127\.0\.0\.1:{port} method=GET path=/a\.txt\?n=2 ")
+    proxy.wait_log(r"open peer=203\.0\.113\.23 ")

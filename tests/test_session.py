@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
 import struct
 import time
 
+import gevent
 import pytest
 from conftest import free_port, read_http_head, read_until_closed
 from wsraw import Opcode, RawClient
 
+from wsproxy import WSProxy
 from wsproxy.hixie import CLOSE_FRAME, HixieParser, encode_frame
 from wsproxy.rfc6455 import encode_frame as rfc_encode_frame
 
@@ -265,3 +269,96 @@ def test_hixie75_frame_fed_one_byte_at_a_time_arrives_intact(proxy) -> None:
     assert hixie_read(sock, HixieParser(), len(data), rest) == data
     sock.close()
     proxy.wait_log(r"closed .* proto=hixie75 .* in=64 out=64")
+
+
+# --- hostile handshakes: answered, never a crash, never an injected header or log line -------
+
+
+def test_hixie76_key_with_too_many_digits_gets_400(proxy) -> None:
+    request = (
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key1: " + b"1" * 2500 + b" " + b"1" * 2500 + b"\r\n"
+        b"Sec-WebSocket-Key2: 1 2\r\n\r\n12345678"
+    )
+    status, _, body = http_exchange(proxy.port, request)
+    assert (status, body) == (400, b"malformed Sec-WebSocket-Key1/Key2\n")
+    proxy.wait_log(r"refused peer=\S+ status=400 reason=\"malformed Sec-WebSocket-Key1/Key2\"")
+
+
+def test_hixie75_target_with_a_line_feed_cannot_inject_a_header(proxy) -> None:
+    request = (
+        b"GET /a\nSet-Cookie:x HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
+        b"Connection: Upgrade\r\nOrigin: http://h\r\n\r\n"
+    )
+    status, headers, body = http_exchange(proxy.port, request)
+    assert status == 400
+    assert "set-cookie" not in headers
+    assert b"Set-Cookie" not in body
+    proxy.wait_log(r"refused peer=\S+ status=400 reason=\"malformed request line\"")
+
+
+def test_close_reason_with_a_line_feed_stays_on_its_log_line(proxy) -> None:
+    client = RawClient(proxy.port)
+    client.send_frame(Opcode.CLOSE, struct.pack("!H", 4002) + b"bye\nforged=1 \x1b[2J")
+    assert client.expect_close().code == 4002
+    client.close()
+    proxy.wait_log(r'closed peer=.* code=4002 reason="bye\\nforged=1 \\x1b\[2J"$')
+    assert not any(line.startswith("forged") for line in proxy.lines)
+
+
+def test_one_handshake_deadline_covers_every_step(run_proxy, echo_server) -> None:
+    # Sniff done at 0.6 s, request head complete at 1.3 s: each step is within 1 s, the whole
+    # handshake is not. (One fresh timeout per step would answer 101.)
+    proc = run_proxy(["--handshake-timeout", "1", "127.0.0.1:0", echo_server.address])
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
+        started = time.monotonic()
+        time.sleep(0.6)
+        head = upgrade()
+        sock.sendall(head[:16])
+        time.sleep(1.3 - (time.monotonic() - started))
+        with contextlib.suppress(OSError):
+            sock.sendall(head[16:])
+        assert b" 101 " not in read_until_closed(sock)
+    proc.wait_log(r'refused peer=\S+ reason="handshake timed out" step=request')
+
+
+def test_unexpected_error_is_logged_and_the_client_socket_closed(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, echo_server
+) -> None:
+    class Broken(WSProxy):
+        def connect_target(self, request):  # type: ignore[no-untyped-def]
+            raise RuntimeError("a bug in a hook")
+
+    hub = gevent.get_hub()
+    hub_errors = io.StringIO()
+    monkeypatch.setattr(hub, "exception_stream", hub_errors)
+    proxy = Broken(("127.0.0.1", 0), echo_server.address)
+    proxy.start()
+
+    def client() -> bytes:
+        with socket.create_connection(("127.0.0.1", proxy.server_port), timeout=5) as sock:
+            sock.sendall(upgrade())
+            return read_until_closed(sock)
+
+    try:
+        with gevent.Timeout(10):
+            answer = hub.threadpool.spawn(client).get()
+    finally:
+        proxy.stop()
+    assert answer == b""  # closed, not left hanging
+    assert "session failed peer=127.0.0.1:" in caplog.text
+    assert "RuntimeError: a bug in a hook" in caplog.text
+    assert hub_errors.getvalue() == ""  # nothing escaped to gevent
+
+
+# --- Origin: open by default, and said so --------------------------------------------------------
+
+
+def test_empty_origins_is_warned_about_at_start(run_proxy, echo_server) -> None:
+    proc = run_proxy(["127.0.0.1:0", echo_server.address])
+    proc.wait_log(r"WARNING .*origins is empty: any web page .* can connect")
+
+
+def test_configured_origins_are_not_warned_about(run_proxy, echo_server) -> None:
+    proc = run_proxy(["--origins", "https://ok.example", "127.0.0.1:0", echo_server.address])
+    assert not any("origins is empty" in line for line in proc.lines)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import ssl
@@ -321,3 +322,27 @@ def test_stalled_clients_are_closed_after_the_handshake_timeout(
         read_until_closed(sock)
         assert 0.3 < time.monotonic() - started < 4
     proc.wait_log(r'refused peer=\S+ reason="?handshake timed out')
+
+
+def test_one_handshake_deadline_covers_tls_and_the_request(
+    run_proxy, pki: dict[str, str], ca: trustme.CA, echo_server
+) -> None:  # type: ignore[no-untyped-def]
+    # TLS handshake at 0.6 s, request at 1.3 s: each step is within 1 s, the whole handshake
+    # is not. (A fresh timeout per step would answer 101.)
+    proc = run_proxy(
+        ["127.0.0.1:0", echo_server.address, "--cert", pki["server"], "--handshake-timeout", "1"]
+    )
+    raw = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+    started = time.monotonic()
+    time.sleep(0.6)
+    answer = b""
+    with client_context(ca).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        time.sleep(1.3 - (time.monotonic() - started))
+        with contextlib.suppress(OSError):  # the proxy closed: a reset or a TLS error
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            answer = sock.recv(4096)
+    assert b" 101 " not in answer
+    proc.wait_log(r'refused peer=\S+ reason="handshake timed out" step=sniff')

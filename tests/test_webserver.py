@@ -264,6 +264,12 @@ def test_unsatisfiable_range_is_416(conn: HttpConn) -> None:
     assert headers["content-range"] == f"bytes */{len(A_TXT)}"
 
 
+def test_range_with_a_non_ascii_digit_is_ignored(conn: HttpConn) -> None:
+    # latin-1 "²" passes str.isdigit() but not int(): the header is malformed, the file is sent.
+    status, _, body = conn.get("/a.txt", "Range: bytes=\xb2-")
+    assert (status, body) == (200, A_TXT)
+
+
 def test_range_ignored_when_if_range_does_not_match(conn: HttpConn) -> None:
     status, _, body = conn.get(
         "/a.txt", "Range: bytes=0-1", "If-Range: Mon, 01 Jan 2001 00:00:00 GMT"
@@ -315,6 +321,37 @@ def test_http_1_0_closes_unless_keep_alive_asked(web: ProxyProcess) -> None:
         assert c.closed_by_server()
     finally:
         c.close()
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything until the server's FIN; a reset fails the test (it may have eaten data)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_last_answer_survives_a_body_left_unread(web: ProxyProcess) -> None:
+    # A GET with a body ends the connection (bodies are not read). Closing with the body still
+    # unread would reset the connection, and a reset can destroy the answer on its way.
+    body = b"x" * 200_000
+    head = b"GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as sock:
+        sock.sendall(head + body)
+        status, headers, rest = read_http_head(sock)
+        assert (status, headers["connection"]) == (200, "close")
+        assert rest + read_to_end(sock) == A_TXT
+
+
+def test_last_kept_alive_answer_survives_pipelined_requests(web: ProxyProcess) -> None:
+    # 110 pipelined requests: the 100th answer says "close"; the ten after it stay unread.
+    pad = "X-Pad: " + "p" * 1000
+    request = f"GET /a.txt HTTP/1.1\r\nHost: x\r\n{pad}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", web.port), timeout=5) as sock:
+        sock.sendall(request * 110)
+        answers = read_to_end(sock)
+    assert answers.count(b"HTTP/1.1 200 OK\r\n") == 100
+    assert answers.endswith(b"Connection: close\r\nContent-Length: 37\r\n\r\n" + A_TXT)
 
 
 def test_error_answer_closes_the_connection(conn: HttpConn) -> None:

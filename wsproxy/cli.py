@@ -271,6 +271,13 @@ def _log_listening(server: WSProxy) -> None:
     from wsproxy.session import target_name
 
     settings = server.settings
+    if not settings.origins:
+        # Said whatever the listen address: a loopback-only proxy is exactly what a page in the
+        # local user's browser can reach (cross-site WebSocket hijacking of a local service).
+        log.warning(
+            "origins is empty: any web page open in a browser that can reach this port can "
+            "connect to the target; set origins to the pages that may (README: Origin)"
+        )
     log.info(
         "listening on %s, target %s",
         format_address(server.address),

@@ -11,10 +11,13 @@ import enum
 from http import HTTPStatus
 
 __all__ = [
+    "ClientGone",
     "CloseCode",
     "ConfigError",
     "HandshakeError",
+    "HandshakeTimeout",
     "ProtocolError",
+    "Redirect",
     "StartupError",
     "WSProxyError",
 ]
@@ -60,6 +63,44 @@ class HandshakeError(WSProxyError):
 
     def __str__(self) -> str:
         return f"{self.status.value} {self.status.phrase}: {self.reason}"
+
+
+class HandshakeTimeout(WSProxyError):
+    """The client did not finish its opening handshake (or, on a kept-alive web connection, did
+    not send its next request) in time.
+
+    ``step`` names what was still awaited (``"tls"``, ``"request"``...). The session refuses
+    the connection without an answer, logging ``reason`` and counting ``metric_label``.
+    """
+
+    reason = "handshake timed out"
+    metric_label = "timeout"
+
+    def __init__(self, step: str) -> None:
+        super().__init__(f"{self.reason} during {step}")
+        self.step = step
+
+
+class ClientGone(WSProxyError):
+    """The client connection ended before a request (or our answer) was complete.
+
+    Nothing can be said to the client any more: the catcher logs ``reason`` and closes.
+    """
+
+    def __init__(self, reason: str = "client closed the connection") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Redirect(WSProxyError):
+    """A web request is answered with ``status`` and a ``Location`` header (a directory asked
+    for without its trailing slash)."""
+
+    status = HTTPStatus.MOVED_PERMANENTLY
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
 
 
 class ProtocolError(WSProxyError):

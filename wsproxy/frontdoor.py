@@ -1,9 +1,10 @@
 """The sniffing front door: TLS, Flash policy requests and HTTP on one port.
 
 For each new connection the session asks :meth:`FrontDoor.open` what to do. It peeks at the first
-byte (under the handshake timeout): a TLS ClientHello is wrapped with the server's TLS context and
-sniffed again inside the tunnel; a Flash policy request is answered and closed; anything else is
-the start of an HTTP request (a WebSocket upgrade or a plain request for the web server).
+byte (within the session's handshake deadline): a TLS ClientHello is wrapped with the server's TLS
+context and sniffed again inside the tunnel; a Flash policy request is answered and closed;
+anything else is the start of an HTTP request (a WebSocket upgrade or a plain request for the web
+server).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-import gevent
-
 from wsproxy import policy, sniff, tls
-from wsproxy.session import HEAD_READ_SIZE, ClientGone, HandshakeTimeout
+from wsproxy.errors import ClientGone
+from wsproxy.logs import logfmt
 from wsproxy.settings import Settings
 from wsproxy.webserver import WebServer
+from wsproxy.wire import read_until
 
 if TYPE_CHECKING:
     from wsproxy.session import Session
@@ -74,11 +75,13 @@ class FrontDoor:
                 return None
             kind, data = self.sniff(session)
         elif self.settings.ssl_only:
-            log.info("refused peer=%s reason=%s", session.peer, '"plain connection, ssl_only"')
+            log.info(
+                "refused peer=%s reason=%s", session.peer, logfmt("plain connection, ssl_only")
+            )
             return None
         if kind is sniff.Kind.POLICY:
             if not self.settings.policy:
-                log.info("refused peer=%s reason=%s", session.peer, '"flash policy is off"')
+                log.info("refused peer=%s reason=%s", session.peer, logfmt("flash policy is off"))
                 return None
             session.sock.sendall(self.policy_answer(session.server.server_port))
             log.info("policy peer=%s secure=%s", session.peer, session.secure)
@@ -86,26 +89,22 @@ class FrontDoor:
         return data
 
     def sniff(self, session: Session) -> tuple[sniff.Kind, bytes]:
-        """Classify the connection by its first bytes, within the handshake timeout.
+        """Classify the connection by its first bytes, within the session's deadline.
 
         On a plain socket the first byte is only peeked, so that a TLS library wrapping it reads
         the ClientHello whole. Everything else is read and returned, to be parsed further.
         Inside TLS a second ClientHello is not special: it fails as a malformed HTTP request.
         """
         sock = session.sock
-        with gevent.Timeout(self.settings.handshake_timeout, HandshakeTimeout):
-            if not session.secure:
+        if not session.secure:
+            with session.deadline.bound("sniff"):
                 first = sock.recv(1, socket.MSG_PEEK)
-                if not first:
-                    raise ClientGone()
-                if sniff.classify(first) is sniff.Kind.TLS:
-                    return sniff.Kind.TLS, b""
-            buf = bytearray()
-            while (kind := sniff.classify(buf)) is sniff.Kind.INCOMPLETE:
-                chunk = sock.recv(HEAD_READ_SIZE)
-                if not chunk:
-                    raise ClientGone()
-                buf += chunk
+            if not first:
+                raise ClientGone("client closed the connection during sniff")
+            if sniff.classify(first) is sniff.Kind.TLS:
+                return sniff.Kind.TLS, b""
+        buf = bytearray()
+        kind = read_until(sock, buf, _classified, session.deadline, "sniff")
         if kind is sniff.Kind.TLS:
             kind = sniff.Kind.HTTP
         return kind, bytes(buf)
@@ -116,24 +115,25 @@ class FrontDoor:
             if not self._told_no_cert:
                 self._told_no_cert = True
                 log.warning(
-                    "refused peer=%s reason=%s remedy=%r",
+                    "refused peer=%s reason=%s remedy=%s",
                     session.peer,
-                    '"TLS client but no certificate configured"',
-                    NO_CERT_REMEDY,
+                    logfmt("TLS client but no certificate configured"),
+                    logfmt(NO_CERT_REMEDY),
                 )
             else:
                 log.debug("refused peer=%s reason=%s", session.peer, "tls-without-cert")
             return False
         try:
-            session.sock = tls.accept(
-                session.sock,
-                self.ssl_context,
-                self.settings.handshake_timeout,
-                HandshakeTimeout,
-            )
+            with session.deadline.bound("tls"):
+                session.sock = tls.accept(session.sock, self.ssl_context)
         except ssl.SSLError as exc:
-            reason = f'"TLS handshake failed: {tls.describe(exc)}"'
-            log.info("refused peer=%s reason=%s", session.peer, reason)
+            reason = f"TLS handshake failed: {tls.describe(exc)}"
+            log.info("refused peer=%s reason=%s", session.peer, logfmt(reason))
             return False
         session.secure = True
         return True
+
+
+def _classified(buf: bytearray) -> sniff.Kind | None:
+    kind = sniff.classify(buf)
+    return None if kind is sniff.Kind.INCOMPLETE else kind

@@ -1,8 +1,9 @@
 """One client, from its first byte to its log line.
 
-A :class:`Session` reads the request head (bounded in size and time), decides what it asks for,
-connects to the target *before* answering ``101`` (so an unreachable target is a clean ``502``),
-runs the :class:`~wsproxy.relay.Relay`, and writes exactly one line when it ends.
+A :class:`Session` reads the request head (bounded in size, and in time by one deadline for the
+whole opening handshake), decides what it asks for, connects to the target *before* answering
+``101`` (so an unreachable target is a clean ``502``), runs the :class:`~wsproxy.relay.Relay`, and
+writes exactly one line when it ends.
 """
 
 from __future__ import annotations
@@ -19,29 +20,20 @@ import gevent.socket
 
 from wsproxy import handshake, hixie, realip
 from wsproxy.codec import make_codec
-from wsproxy.errors import CloseCode, HandshakeError
+from wsproxy.errors import ClientGone, CloseCode, HandshakeError, HandshakeTimeout
 from wsproxy.forwarded import forwarded_client
 from wsproxy.handshake import Kind, Request
+from wsproxy.logs import logfmt
 from wsproxy.relay import Outcome, Relay
 from wsproxy.settings import Address, format_address
+from wsproxy.wire import Deadline, linger_close, read_until
 
 if TYPE_CHECKING:
     from wsproxy.server import WSProxy
 
-__all__ = ["HEAD_READ_SIZE", "Session"]
+__all__ = ["Session", "connect", "target_name"]
 
 log = logging.getLogger(__name__)
-
-HEAD_READ_SIZE = 4096
-LINGER_BYTES = 256 * 1024  # input read and dropped after a refusal, at most
-
-
-class HandshakeTimeout(Exception):
-    """The client did not complete its handshake in time (raised by a gevent.Timeout)."""
-
-
-class ClientGone(Exception):
-    """The client closed the connection before its request was complete."""
 
 
 class Session:
@@ -51,10 +43,15 @@ class Session:
         self.sock = sock
         self.server = server
         self.settings = server.settings
-        self.peer = _format_peer(address)
-        self.client_ip = address[0] if isinstance(address, tuple) else ""  # real, once known
+        # Where the connection comes from: the TCP peer, or the client a trusted PROXY header
+        # names. A trusted X-Forwarded-For is weighed against it, request by request.
+        self.via_ip = address[0] if isinstance(address, tuple) else ""
+        self.via = _format_peer(address)
+        self.peer = self.via  # the client of the current request, as logs and recordings name it
         self.secure = False
         self.started = time.monotonic()
+        # One bound for the whole opening handshake, from PROXY header to Hixie-76 key3.
+        self.deadline = Deadline(self.settings.handshake_timeout)
         self.relay: Relay | None = None
         self._stopping = False
         self._greenlet: gevent.Greenlet | None = None
@@ -66,15 +63,19 @@ class Session:
         try:
             _nodelay(self.sock)
             self.serve()
-        except HandshakeTimeout:
-            log.info("refused peer=%s reason=%s", self.peer, "handshake timed out")
-            self.server.metrics.handshake_failed("timeout")
-        except ClientGone:
-            log.debug("client left before its request was complete peer=%s", self.peer)
+        except HandshakeTimeout as exc:
+            log.info("refused peer=%s reason=%s step=%s", self.peer, logfmt(exc.reason), exc.step)
+            self.server.metrics.handshake_failed(exc.metric_label)
+        except ClientGone as exc:
+            log.debug("client left peer=%s reason=%s", self.peer, logfmt(exc.reason))
         except HandshakeError as exc:
             self.refuse(exc)
         except OSError as exc:
-            log.info("refused peer=%s reason=%s", self.peer, exc.strerror or exc)
+            log.info("refused peer=%s reason=%s", self.peer, logfmt(exc.strerror or exc))
+        except Exception:
+            # A bug of ours: say so in our log, with the traceback, instead of letting it escape
+            # to gevent's hub; the finally still closes the client's socket.
+            log.exception("session failed peer=%s", self.peer)
         finally:
             with contextlib.suppress(OSError):
                 self.sock.close()
@@ -99,62 +100,53 @@ class Session:
 
     # -- steps --
 
-    def read_request(self, data: bytes, timeout: float | None = None) -> tuple[Request, bytes]:
-        """Read until a whole request head is in; returns it and the bytes after it.
-
-        ``timeout`` defaults to the handshake timeout (the web server passes its idle timeout).
-        """
+    def read_request(self, data: bytes) -> tuple[Request, bytes]:
+        """Read until a whole request head is in, within :attr:`deadline` (the web server sets
+        a fresh one for each kept-alive request); returns it and the bytes after it."""
         buf = bytearray(data)
-        if timeout is None:
-            timeout = self.settings.handshake_timeout
-        with gevent.Timeout(timeout, HandshakeTimeout):
-            while True:
-                parsed = handshake.parse_request(buf)
-                if parsed is not None:
-                    request, used = parsed
-                    return request, bytes(buf[used:])
-                chunk = self.sock.recv(HEAD_READ_SIZE)
-                if not chunk:
-                    raise ClientGone()
-                buf += chunk
+        request, used = read_until(
+            self.sock, buf, handshake.parse_request, self.deadline, "request"
+        )
+        return request, bytes(buf[used:])
 
-    def read_exactly(self, data: bytes, size: int) -> tuple[bytes, bytes]:
-        """Make sure ``size`` bytes are in ``data``; returns them and what follows."""
+    def read_exactly(self, data: bytes, size: int, step: str) -> tuple[bytes, bytes]:
+        """Make sure ``size`` bytes are in ``data`` (within :attr:`deadline`); returns them and
+        what follows."""
         buf = bytearray(data)
-        with gevent.Timeout(self.settings.handshake_timeout, HandshakeTimeout):
-            while len(buf) < size:
-                chunk = self.sock.recv(HEAD_READ_SIZE)
-                if not chunk:
-                    raise ClientGone()
-                buf += chunk
+        read_until(self.sock, buf, lambda b: True if len(b) >= size else None, self.deadline, step)
         return bytes(buf[:size]), bytes(buf[size:])
 
     def read_proxy_header(self) -> None:
-        """Behind a trusted load balancer, a PROXY protocol header names the real client."""
+        """Behind a trusted load balancer, a PROXY protocol header names the real client: it
+        becomes :attr:`via`, the source of every request on this connection."""
         trusted = self.server.trusted_proxies
         if not trusted:
             return
-        with gevent.Timeout(self.settings.handshake_timeout, HandshakeTimeout):
-            header = realip.receive_proxy_header(self.sock, trusted=self.client_ip in trusted)
+        with self.deadline.bound("proxy header"):
+            header = realip.receive_proxy_header(self.sock, trusted=self.via_ip in trusted)
         if header is not None and header.source is not None:
-            self.set_client(*header.source)
+            tcp_peer, (self.via_ip, port) = self.via, header.source
+            self.peer = self.via = format_address((self.via_ip, port))
+            log.debug("forwarded peer=%s via=%s", self.peer, tcp_peer)
 
-    def read_forwarded_for(self, request: Request) -> None:
-        """From a trusted proxy, X-Forwarded-For names the real client."""
+    def identify(self, request: Request) -> None:
+        """Name the client of ``request`` in :attr:`peer`: the address a trusted
+        ``X-Forwarded-For`` gives when :attr:`via` is a trusted proxy, else :attr:`via`.
+
+        Called for every request, so a kept-alive connection from a balancer names each
+        request's own client. Only logs and recordings use it (``max_connections`` counts
+        connections, whoever their client).
+        """
+        self.peer = self.via
         trusted = self.server.trusted_proxies
-        if trusted and self.client_ip in trusted:
+        if trusted and self.via_ip in trusted:
             client = forwarded_client(request.header("X-Forwarded-For"), trusted)
             if client is not None:
-                self.set_client(client, None)
-
-    def set_client(self, host: str, port: int | None) -> None:
-        """The real client address replaces the peer's in logs, limits and recordings."""
-        via, self.client_ip = self.peer, host
-        self.peer = format_address((host, port)) if port is not None else _format_host(host)
-        log.debug("forwarded peer=%s via=%s", self.peer, via)
+                self.peer = format_address((client, None))
+                log.debug("forwarded peer=%s via=%s", self.peer, self.via)
 
     def dispatch(self, request: Request, rest: bytes) -> None:
-        self.read_forwarded_for(request)
+        self.identify(request)
         kind = handshake.classify(request)
         if kind is Kind.HTTP:
             self.serve_http(request, rest)
@@ -169,7 +161,7 @@ class Session:
         if kind is Kind.RFC6455:
             response, subprotocol = handshake.accept_rfc6455(request)
         elif kind is Kind.HIXIE76:
-            key3, rest = self.read_exactly(rest, hixie.KEY3_BYTES)
+            key3, rest = self.read_exactly(rest, hixie.KEY3_BYTES, "key3")
             response, subprotocol = hixie.hixie76_response(request, key3, secure=self.secure)
         else:
             response, subprotocol = hixie.hixie75_response(request, secure=self.secure)
@@ -217,7 +209,7 @@ class Session:
                 protocol,
                 subprotocol or "-",
                 target,
-                request.target,
+                logfmt(request.target),
             )
             self.server.metrics.session_opened(protocol)
             try:
@@ -243,7 +235,7 @@ class Session:
             time.monotonic() - self.started,
             outcome.by,
             outcome.code,
-            _quote(outcome.reason),
+            logfmt(outcome.reason),
         )
 
     def refuse(self, error: HandshakeError) -> None:
@@ -253,28 +245,9 @@ class Session:
             "refused peer=%s status=%d reason=%s",
             self.peer,
             error.status.value,
-            _quote(error.reason),
+            logfmt(error.reason),
         )
-        try:
-            with gevent.Timeout(self.settings.close_timeout):
-                self.sock.sendall(handshake.error_response(error))
-                self.linger()
-        except (OSError, gevent.Timeout):
-            pass
-
-    def linger(self) -> None:
-        """Half-close, then read and drop what the client is still sending (bounded).
-
-        Closing with unread input makes the kernel send a reset, which can destroy the answer
-        before the client reads it; this is the "lingering close" of HTTP servers.
-        """
-        self.sock.shutdown(socket.SHUT_WR)
-        drained = 0
-        while drained < LINGER_BYTES:
-            chunk = self.sock.recv(HEAD_READ_SIZE)
-            if not chunk:
-                break
-            drained += len(chunk)
+        linger_close(self.sock, handshake.error_response(error), self.settings.close_timeout)
 
 
 def connect(address: Address | str, timeout: float) -> Any:
@@ -317,11 +290,3 @@ def _format_peer(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return format_address((address[0], address[1]))
     return str(address) or "-"
-
-
-def _format_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace('"', "'") + '"' if (" " in text or not text) else text

@@ -184,10 +184,13 @@ def choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def format_address(address: Address | None) -> str:
+def format_address(address: tuple[str, int | None] | None) -> str:
+    """``host:port``, ``[v6]:port``, or the host alone (bracketed if v6) when port is None."""
     if address is None:
         return ""
     host, port = address
+    if port is None:
+        return f"[{host}]" if ":" in host else host
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}" if host else str(port)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-import gevent
 from gevent import ssl as gevent_ssl
 
 from wsproxy.errors import ConfigError
@@ -76,17 +75,17 @@ def make_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def accept(sock: Any, context: ssl.SSLContext, timeout: float, timeout_error: type) -> Any:
-    """Wrap ``sock`` and run the server side of the handshake within ``timeout``.
+def accept(sock: Any, context: ssl.SSLContext) -> Any:
+    """Wrap ``sock`` and run the server side of the handshake; the caller bounds the wait
+    (the session's handshake deadline).
 
     Returns the TLS socket, which now owns the file descriptor (``sock`` is detached). Raises
-    ``timeout_error`` when the client is too slow, :class:`ssl.SSLError` when the handshake fails
-    (no shared version or cipher, a missing or untrusted client certificate).
+    :class:`ssl.SSLError` when the handshake fails (no shared version or cipher, a missing or
+    untrusted client certificate); on any error, the timeout too, the TLS socket is closed.
     """
     tls_sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
     try:
-        with gevent.Timeout(timeout, timeout_error):
-            tls_sock.do_handshake()
+        tls_sock.do_handshake()
     except BaseException:
         tls_sock.close()
         raise

@@ -9,7 +9,6 @@ following symlinks, so nothing outside the root is ever opened.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import mimetypes
 import os
@@ -17,12 +16,11 @@ import stat
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-import gevent
-
 from wsproxy import handshake, static
-from wsproxy.errors import ConfigError, HandshakeError
+from wsproxy.errors import ClientGone, ConfigError, HandshakeError, HandshakeTimeout, Redirect
 from wsproxy.handshake import Kind, Request
-from wsproxy.session import ClientGone, HandshakeTimeout
+from wsproxy.logs import logfmt
+from wsproxy.wire import Deadline, linger_close
 
 if TYPE_CHECKING:
     from wsproxy.session import Session
@@ -41,15 +39,9 @@ CHUNK_BYTES = 64 * 1024  # one read from the file, one send to the client
 KEEPALIVE_TIMEOUT = 15.0  # seconds an idle kept-alive connection waits for its next request
 MAX_KEEPALIVE_REQUESTS = 100  # requests on one connection before it is closed
 SEND_TIMEOUT = 60.0  # seconds a client may take to accept one chunk
-CLOSE_TIMEOUT = 2.0  # seconds to deliver an error answer and see the client close
+CLOSE_TIMEOUT = 2.0  # seconds to deliver a last answer and see the client close
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
-
-
-class _Redirect(Exception):
-    def __init__(self, location: str) -> None:
-        super().__init__(location)
-        self.location = location
 
 
 class WebServer:
@@ -89,10 +81,13 @@ class WebServer:
         for count in range(1, self.max_requests + 1):
             if not self.answer(session, request, last=count == self.max_requests):
                 return
+            # The next request (with a Hixie-76 key3, if it is one) within the idle timeout.
+            session.deadline = Deadline(self.keepalive_timeout)
             try:
-                request, rest = session.read_request(rest, timeout=self.keepalive_timeout)
+                request, rest = session.read_request(rest)
             except (HandshakeTimeout, ClientGone):
                 return
+            session.identify(request)
             if handshake.classify(request) is not Kind.HTTP:
                 session.dispatch(request, rest)
                 return
@@ -104,6 +99,7 @@ class WebServer:
         head_only = request.method == "HEAD"
         status: HTTPStatus
         sent = 0
+        farewell = b""  # what is still to send before a lingering close
         try:
             if request.method not in ("GET", "HEAD"):
                 raise HandshakeError(
@@ -117,39 +113,40 @@ class WebServer:
                 status, sent = self._send_resource(sock, request, segments, keep, head_only)
             finally:
                 sock.settimeout(None)
-        except _Redirect as redirect:
-            status = HTTPStatus.MOVED_PERMANENTLY
+        except Redirect as redirect:
+            status = redirect.status
             body = b"moved\n"
             headers = [("Location", redirect.location), ("Content-Length", str(len(body)))]
             headers.append(("Connection", "keep-alive" if keep else "close"))
             sock.sendall(static.response_head(status, headers) + (b"" if head_only else body))
         except (OSError, ClientGone) as exc:
             # The client left or stalled mid-answer: nothing more can be said to it.
+            reason = exc.reason if isinstance(exc, ClientGone) else exc.strerror or str(exc)
             log.info(
                 "web peer=%s method=%s path=%s aborted reason=%s",
                 session.peer,
-                _printable(request.method),
-                _printable(request.target),
-                _printable(str(exc) or type(exc).__name__),
+                logfmt(request.method),
+                logfmt(request.target),
+                logfmt(reason or type(exc).__name__),
             )
             return False
         except HandshakeError as error:
             status, keep = error.status, False
-            data = handshake.error_response(error)
+            farewell = handshake.error_response(error)
             if head_only:
-                data = data[: data.index(b"\r\n\r\n") + 4]
-            # Lingering close, as for refused handshakes: unread input must not reset the answer.
-            with contextlib.suppress(OSError, gevent.Timeout), gevent.Timeout(self.close_timeout):
-                sock.sendall(data)
-                session.linger()
+                farewell = farewell[: farewell.index(b"\r\n\r\n") + 4]
         log.info(
             "web peer=%s method=%s path=%s status=%d bytes=%d",
             session.peer,
-            _printable(request.method),
-            _printable(request.target),
+            logfmt(request.method),
+            logfmt(request.target),
             status.value,
             sent,
         )
+        if not keep:
+            # The connection ends with this answer: a lingering close, so that input we did not
+            # read (a body, pipelined requests) cannot reset the answer on its way.
+            linger_close(sock, farewell, self.close_timeout)
         return keep
 
     # -- resolving and sending --
@@ -163,7 +160,7 @@ class WebServer:
             if segments and segments[-1] != "":
                 query = request.target.partition("?")[2]
                 location = request.target.partition("?")[0] + "/"
-                raise _Redirect(location + ("?" + query if query else ""))
+                raise Redirect(location + ("?" + query if query else ""))
             index = os.path.join(path, "index.html")
             if not os.path.exists(index):
                 if not self.listing:
@@ -213,7 +210,7 @@ class WebServer:
         while sent < length:
             n = f.readinto(view[: min(self.chunk_bytes, length - sent)])
             if not n:  # the file shrank under us: the promised length cannot be kept
-                raise ClientGone()
+                raise ClientGone("the file shrank while it was sent")
             sock.sendall(view[:n])
             sent += n
         return sent
@@ -269,8 +266,3 @@ def _keep_alive(request: Request) -> bool:
     if request.version == "HTTP/1.1":
         return "close" not in tokens
     return "keep-alive" in tokens
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    text = text[:limit]
-    return text if text.isprintable() and " " not in text else repr(text)
