@@ -329,7 +329,9 @@ def test_syslog_receives_log_lines(tmp_path: Path, echo_server: EchoServer, run_
             ["--syslog", "--syslog-address", str(address), "127.0.0.1:0", echo_server.address]
         )
         pid = proxy.proc.pid
-        # <30>: facility daemon (3) * 8 + severity info (6)
+        # <28>, <30>: facility daemon (3) * 8 + severity warning (4), info (6)
+        warning = syslog.recv(4096).decode()  # origins is empty: said first
+        assert warning.startswith(f"<28>wsproxy[{pid}]: WARNING wsproxy: origins is empty")
         assert syslog.recv(4096).decode() == (
             f"<30>wsproxy[{pid}]: INFO wsproxy: listening on 127.0.0.1:{proxy.port}, "
             f"target {echo_server.address}\x00"
