@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests drive as real peers (installed when missing; see tools/).
 TEST_PACKAGES := socat chromium telnetd tigervnc-standalone-server systemd nginx nodejs
 
-.PHONY: all venv run test lint typecheck unit system-packages rebind clean
+.PHONY: all venv run test lint typecheck unit system-packages rebind clean bench
 
 all: venv rebind
 
@@ -19,7 +19,8 @@ rebind: wsproxy/rebind.so
 wsproxy/rebind.so: rebind/rebind.c
 	$(CC) $(REBIND_CFLAGS) -o $@ $< -ldl -pthread
 
-$(STAMP): requirements.txt requirements-test.txt pyproject.toml setup.py rebind/rebind.c
+$(STAMP): requirements.txt requirements-test.txt pyproject.toml setup.py rebind/rebind.c \
+		wsproxy/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
@@ -45,6 +46,19 @@ test: venv rebind system-packages lint typecheck unit
 run: venv rebind
 	tools/run-demo.sh
 
+# The benchmark suite (README, "Performance"): a few minutes, not part of `make test`.
+# BENCH_ARGS=--quick for a short run, BENCH_ARGS="-k echo" for some scenarios.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_PACKAGES := socat openssl
+
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench: $(BENCH_STAMP)
+	tools/system-packages.sh $(BENCH_PACKAGES)
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
-	rm -f rebind/rebind.so wsproxy/rebind.so
+	rm -f rebind/rebind.so wsproxy/rebind.so wsproxy/_speedups*.so

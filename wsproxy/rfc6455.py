@@ -37,6 +37,7 @@ __all__ = [
     "encode_close",
     "encode_frame",
     "frame_header",
+    "py_apply_mask",
 ]
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -97,17 +98,33 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated; the same call masks and unmasks.
 
-    One big-integer XOR runs at memory speed in CPython, where a per-byte loop would not.
+    The pure-Python masking, used when the C speed-up is not built. Short payloads take one
+    big-integer XOR; longer ones four ``translate`` passes over the byte lanes, which the bench
+    measured 1.6 times faster at 64 KiB (and slower under 1 KiB).
     """
     n = len(data)
     if n == 0:
         return b""
-    key = (mask * ((n >> 2) + 1))[:n]
-    value = int.from_bytes(data, "little") ^ int.from_bytes(key, "little")
-    return value.to_bytes(n, "little")
+    if n < _TRANSLATE_FROM:
+        key = (mask * ((n >> 2) + 1))[:n]
+        value = int.from_bytes(data, "little") ^ int.from_bytes(key, "little")
+        return value.to_bytes(n, "little")
+    out = bytearray(data)
+    for lane in range(4):
+        out[lane::4] = out[lane::4].translate(_XOR_TABLES[mask[lane]])
+    return bytes(out)
+
+
+_TRANSLATE_FROM = 1024  # payload size from which the translate passes beat the big integer
+_XOR_TABLES = tuple(bytes(b ^ k for b in range(256)) for k in range(256))
+
+try:  # the optional C speed-up (wsproxy/_speedups.c), built when a compiler is there
+    from wsproxy._speedups import apply_mask
+except ImportError:  # pragma: no cover - depends on the build
+    apply_mask = py_apply_mask
 
 
 def check_close_code(code: int) -> bool:

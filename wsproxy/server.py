@@ -24,6 +24,7 @@ from wsproxy.frontdoor import FrontDoor
 from wsproxy.handshake import Request
 from wsproxy.metrics import open_metrics
 from wsproxy.record import Recorder, Recordings
+from wsproxy.relay import scratch_buffer
 from wsproxy.session import Session, connect, target_name
 from wsproxy.settings import Address, Settings, format_address
 from wsproxy.tokenfile import TokenTable
@@ -70,6 +71,7 @@ class WSProxy(StreamServer):
         self.tokens = TokenTable(settings.token_source) if settings.token_source else None
         self._stopping = False
         self._stopper: gevent.Greenlet | None = None
+        self.scratch = scratch_buffer()  # the relays' shared read buffer (see relay.py)
         # -- traffic: recording, load balancers, metrics --
         self.recordings = Recordings(settings.record) if settings.record else None
         try:

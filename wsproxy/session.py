@@ -202,6 +202,7 @@ class Session:
                 codec,
                 close_timeout=self.settings.close_timeout,
                 recorder=recorder,
+                scratch=self.server.scratch,
             )
             log.info(
                 "open peer=%s proto=%s sub=%s target=%s path=%s",

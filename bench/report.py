@@ -1,0 +1,243 @@
+"""The table, the target checks and the plot of one bench run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PROXIES = ("socat", "websockify", "wsproxy")
+IDLE_KIB_LIMIT = 64
+OVERLOAD_GROWTH_MIB_LIMIT = 16  # "flat": a few buffers, not a queue
+
+
+def _get(results: dict[str, Any], scenario: str, proxy: str, key: str) -> float | None:
+    value = results.get(scenario, {}).get(proxy, {}).get(key)
+    return value if isinstance(value, int | float) else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue: the measured ratio or figure, its limit, and whether it is met."""
+    g = lambda s, p, k: _get(results, s, p, k)  # noqa: E731
+    rows: list[tuple[str, float | None, str, float]] = [
+        (
+            "upload 64 KiB MB/s vs socat",
+            _ratio(g("upload-64k", "wsproxy", "MB/s"), g("upload-64k", "socat", "MB/s")),
+            ">=",
+            0.40,
+        ),
+        (
+            "download 64 KiB MB/s vs socat",
+            _ratio(g("download-64k", "wsproxy", "MB/s"), g("download-64k", "socat", "MB/s")),
+            ">=",
+            0.55,
+        ),
+        (
+            "upload 1 KiB frames/s vs websockify",
+            _ratio(g("upload-1k", "wsproxy", "frames/s"), g("upload-1k", "websockify", "frames/s")),
+            ">=",
+            2.0,
+        ),
+        (
+            "echo p50 vs websockify",
+            _ratio(g("echo-32", "wsproxy", "p50_us"), g("echo-32", "websockify", "p50_us")),
+            "<=",
+            1.0,
+        ),
+        (
+            "echo p99 vs socat",
+            _ratio(g("echo-32", "wsproxy", "p99_us"), g("echo-32", "socat", "p99_us")),
+            "<=",
+            2.0,
+        ),
+    ]
+    best = max(
+        (
+            v
+            for v in (
+                g("concurrent-100", "wsproxy", "rt/s"),
+                g("concurrent-100-workers2", "wsproxy", "rt/s"),
+            )
+            if v is not None
+        ),
+        default=None,
+    )
+    rows.append(
+        (
+            "100 clients rt/s vs websockify",
+            _ratio(best, g("concurrent-100", "websockify", "rt/s")),
+            ">=",
+            2.0,
+        )
+    )
+    idle_kib = g("idle-10000", "wsproxy", "KiB/session")
+    sessions = g("idle-10000", "wsproxy", "sessions")
+    echoing = g("idle-10000", "wsproxy", "echoing")
+    rows.append(("idle 10,000: KiB PSS per session", idle_kib, "<=", IDLE_KIB_LIMIT))
+    rows.append(("idle 10,000: share of sessions echoing", _ratio(echoing, sessions), ">=", 1.0))
+    rows.append(
+        (
+            "base64 upload vs binary",
+            _ratio(g("upload-64k-base64", "wsproxy", "MB/s"), g("upload-64k", "wsproxy", "MB/s")),
+            ">=",
+            0.5,
+        )
+    )
+    rows.append(
+        (
+            "base64 download vs binary",
+            _ratio(
+                g("download-64k-base64", "wsproxy", "MB/s"), g("download-64k", "wsproxy", "MB/s")
+            ),
+            ">=",
+            0.5,
+        )
+    )
+    rows.append(
+        ("new sessions/s (50 clients)", g("connect-50", "wsproxy", "sessions/s"), ">=", 1000.0)
+    )
+    rows.append(
+        (
+            "overload: peak memory growth MiB",
+            g("overload", "wsproxy", "peak_growth_MiB"),
+            "<=",
+            OVERLOAD_GROWTH_MIB_LIMIT,
+        )
+    )
+    out = []
+    for name, value, op, limit in rows:
+        met = None if value is None else (value >= limit if op == ">=" else value <= limit)
+        out.append({"target": name, "value": value, "op": op, "limit": limit, "met": met})
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return "-" if value is None else str(value)
+
+
+def table(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [
+        f"wsproxy bench {doc['date']}  {m['nproc']} cores  {m['cpu']}  Python {m['python']}"
+        + ("  (quick)" if doc.get("quick") else ""),
+        "",
+    ]
+    head = f"{'scenario':26}{'figure':15}" + "".join(f"{p:>12}" for p in PROXIES)
+    head += f"{'ws/socat':>10}{'ws/wsfy':>9}"
+    lines += [head, "-" * len(head)]
+    for scenario, row in doc["results"].items():
+        keys: list[str] = []
+        for figures in row.values():
+            keys += [k for k in figures if k not in keys and k not in ("note",)]
+        for key in keys:
+            vals = [row.get(p, {}).get(key) for p in PROXIES]
+            if all(not isinstance(v, int | float) for v in vals):
+                text = next((v for v in vals if v is not None), "")
+                lines.append(f"{scenario:26}{key:15}{str(text)[:60]}")
+                continue
+            cells = "".join(f"{_fmt(v):>12}" for v in vals)
+            r1 = _ratio(vals[2], vals[0]) if key not in ("client_cpu", "proxy_cpu") else None
+            r2 = _ratio(vals[2], vals[1]) if key not in ("client_cpu", "proxy_cpu") else None
+            lines.append(f"{scenario:26}{key:15}{cells}{_fmt(r1):>10}{_fmt(r2):>9}")
+            scenario = ""
+        notes = {p: f.get("note") for p, f in row.items() if f.get("note")}
+        for p, note in notes.items():
+            lines.append(f"{'':26}{'note':15}{p}: {note}")
+    lines += ["", "targets:"]
+    for t in doc["targets"]:
+        mark = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
+        lines.append(
+            f"  {t['target']:40} {_fmt(t['value']):>10} {t['op']} {_fmt(t['limit']):<6} {mark}"
+        )
+    return "\n".join(lines)
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = doc["results"]
+    colors = {"socat": "#888888", "websockify": "#d08030", "wsproxy": "#3070c0"}
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+
+    def bars(
+        ax: Any, items: list[tuple[str, str, str]], title: str, ylabel: str, log: bool = False
+    ) -> None:
+        width = 0.8 / len(PROXIES)
+        for i, proxy in enumerate(PROXIES):
+            ys = [_get(results, s, proxy, k) or 0 for s, k, _ in items]
+            xs = [j + i * width for j in range(len(items))]
+            ax.bar(xs, ys, width, label=proxy, color=colors[proxy])
+        ax.set_xticks([j + width for j in range(len(items))])
+        ax.set_xticklabels([label for _, _, label in items], rotation=20, fontsize=8)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+
+    bars(
+        axes[0][0],
+        [
+            ("upload-64k", "MB/s", "up 64K"),
+            ("upload-1k", "MB/s", "up 1K"),
+            ("download-64k", "MB/s", "down 64K"),
+            ("download-1k", "MB/s", "down 1K"),
+            ("upload-64k-tls", "MB/s", "up TLS"),
+            ("download-64k-tls", "MB/s", "down TLS"),
+            ("upload-64k-base64", "MB/s", "up b64"),
+            ("download-64k-base64", "MB/s", "down b64"),
+        ],
+        "throughput (payload)",
+        "MB/s",
+        log=True,
+    )
+    bars(
+        axes[0][1],
+        [
+            ("echo-32", "p50_us", "echo p50"),
+            ("echo-32", "p99_us", "echo p99"),
+            ("echo-32", "p999_us", "echo p99.9"),
+            ("concurrent-100", "p99_us", "100 clients p99"),
+        ],
+        "latency, 32-byte echo (lower is better)",
+        "µs",
+        log=True,
+    )
+    bars(
+        axes[1][0],
+        [
+            ("concurrent-100", "rt/s", "100 clients rt/s"),
+            ("connect-seq", "sessions/s", "new sessions/s, 1"),
+            ("connect-50", "sessions/s", "new sessions/s, 50"),
+        ],
+        "rates",
+        "per second",
+        log=True,
+    )
+    bars(
+        axes[1][1],
+        [
+            ("idle-1000", "KiB/session", "idle 1,000"),
+            ("idle-10000", "KiB/session", "idle 10,000"),
+            ("overload", "peak_growth_MiB", "overload growth (MiB)"),
+        ],
+        "memory (lower is better)",
+        "KiB PSS per session / MiB",
+        log=True,
+    )
+    m = doc["machine"]
+    fig.suptitle(
+        f"wsproxy bench {doc['date']} · {m['nproc']} cores {m['cpu']} · Python {m['python']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
