@@ -1,8 +1,13 @@
-/* Optional C speed-up for RFC 6455 masking: wsproxy._speedups.apply_mask(data, mask) -> bytes.
+/* Optional C speed-ups for the relay's hot path (wsproxy._speedups), each with a pure-Python
+ * fallback in rfc6455.py that stays tested against it.
  *
- * The bench showed unmasking at about 75% of the proxy's CPU on upload with the pure-Python
- * version (rfc6455.apply_mask's fallback), so this one function is in C. It XORs eight bytes at a
- * time; the pure-Python fallback stays and is tested against it. */
+ * apply_mask(data, mask) -> bytes: RFC 6455 masking, eight bytes at a time. The bench showed
+ *   unmasking at about 75% of the proxy's CPU on upload in pure Python.
+ * b64decode(text) -> bytes or None: base64 of whole 4-character groups with optional final
+ *   padding; None for anything else (the caller then asks binascii, strict, for the verdict).
+ * b64encode(data) -> bytes: base64 with padding, no newline.
+ *   CPython's binascii decodes at about 330 MB/s and encodes at 550 MB/s, which the profile of
+ *   the base64 subprotocol showed at 75% (upload) and 52% (download) of the proxy's CPU. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -49,9 +54,106 @@ done:
     return result;
 }
 
+static const char B64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static unsigned char B64_VALUE[256]; /* 0-63, or 0xFF for a character outside the alphabet */
+
+static PyObject *
+b64decode(PyObject *self, PyObject *args)
+{
+    Py_buffer text;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "y*:b64decode", &text))
+        return NULL;
+    const unsigned char *in = text.buf;
+    Py_ssize_t n = text.len;
+    if (n % 4 != 0) {
+        PyBuffer_Release(&text);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t pad = 0;
+    if (n >= 4 && in[n - 1] == '=')
+        pad = (in[n - 2] == '=') ? 2 : 1;
+    result = PyBytes_FromStringAndSize(NULL, n / 4 * 3 - pad);
+    if (result == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_ssize_t full = pad ? n - 4 : n; /* groups without padding */
+    Py_ssize_t i = 0;
+    for (; i < full; i += 4) {
+        unsigned a = B64_VALUE[in[i]], b = B64_VALUE[in[i + 1]];
+        unsigned c = B64_VALUE[in[i + 2]], d = B64_VALUE[in[i + 3]];
+        if ((a | b | c | d) & 0x80)
+            goto refuse;
+        unsigned v = (a << 18) | (b << 12) | (c << 6) | d;
+        out[0] = (unsigned char)(v >> 16);
+        out[1] = (unsigned char)(v >> 8);
+        out[2] = (unsigned char)v;
+        out += 3;
+    }
+    if (pad) {
+        unsigned a = B64_VALUE[in[i]], b = B64_VALUE[in[i + 1]];
+        unsigned c = pad == 1 ? B64_VALUE[in[i + 2]] : 0;
+        if ((a | b | c) & 0x80)
+            goto refuse;
+        unsigned v = (a << 18) | (b << 12) | (c << 6);
+        out[0] = (unsigned char)(v >> 16);
+        if (pad == 1)
+            out[1] = (unsigned char)(v >> 8);
+    }
+    goto done;
+refuse:
+    Py_DECREF(result);
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&text);
+    return result;
+}
+
+static PyObject *
+b64encode(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    PyObject *result;
+
+    if (!PyArg_ParseTuple(args, "y*:b64encode", &data))
+        return NULL;
+    const unsigned char *in = data.buf;
+    Py_ssize_t n = data.len;
+    result = PyBytes_FromStringAndSize(NULL, (n + 2) / 3 * 4);
+    if (result != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+        Py_ssize_t i = 0;
+        for (; i + 3 <= n; i += 3) {
+            unsigned v = ((unsigned)in[i] << 16) | ((unsigned)in[i + 1] << 8) | in[i + 2];
+            out[0] = B64[v >> 18];
+            out[1] = B64[(v >> 12) & 63];
+            out[2] = B64[(v >> 6) & 63];
+            out[3] = B64[v & 63];
+            out += 4;
+        }
+        if (i < n) {
+            unsigned v = (unsigned)in[i] << 16;
+            if (i + 1 < n)
+                v |= (unsigned)in[i + 1] << 8;
+            out[0] = B64[v >> 18];
+            out[1] = B64[(v >> 12) & 63];
+            out[2] = i + 1 < n ? B64[(v >> 6) & 63] : '=';
+            out[3] = '=';
+        }
+    }
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"apply_mask", apply_mask, METH_VARARGS,
      "XOR data with the 4-byte mask repeated; returns bytes."},
+    {"b64decode", b64decode, METH_VARARGS,
+     "Decode whole, well-formed base64; None when the input is anything else."},
+    {"b64encode", b64encode, METH_VARARGS, "Encode as base64 with padding, no newline."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -62,5 +164,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    memset(B64_VALUE, 0xFF, sizeof B64_VALUE);
+    for (int i = 0; i < 64; i++)
+        B64_VALUE[(unsigned char)B64[i]] = (unsigned char)i;
     return PyModule_Create(&module);
 }

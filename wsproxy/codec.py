@@ -7,7 +7,6 @@ never looks inside; each protocol and subprotocol is one small class here.
 
 from __future__ import annotations
 
-import binascii
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,7 +91,7 @@ class Base64Codec(BinaryCodec):
         return self._b64.decode(event.payload, event.fin)
 
     def encode(self, data: memoryview) -> bytes:
-        text = binascii.b2a_base64(data, newline=False)
+        text = rfc6455.b64encode(data)
         return rfc6455.frame_header(Opcode.TEXT, len(text)) + text
 
 

@@ -33,11 +33,15 @@ __all__ = [
     "Pong",
     "accept_key",
     "apply_mask",
+    "b64decode",
+    "b64encode",
     "check_close_code",
     "encode_close",
     "encode_frame",
     "frame_header",
     "py_apply_mask",
+    "py_b64decode",
+    "py_b64encode",
 ]
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -121,10 +125,34 @@ def py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
 _TRANSLATE_FROM = 1024  # payload size from which the translate passes beat the big integer
 _XOR_TABLES = tuple(bytes(b ^ k for b in range(256)) for k in range(256))
 
-try:  # the optional C speed-up (wsproxy/_speedups.c), built when a compiler is there
-    from wsproxy._speedups import apply_mask
+
+def py_b64decode(text: bytes | bytearray | memoryview) -> bytes | None:
+    """The pure-Python stand-in for the C fast path: always defers to :func:`b64decode`'s check."""
+    return None
+
+
+def py_b64encode(data: bytes | bytearray | memoryview) -> bytes:
+    return binascii.b2a_base64(data, newline=False)
+
+
+try:  # the optional C speed-ups (wsproxy/_speedups.c), built when a compiler is there
+    from wsproxy._speedups import apply_mask, b64encode
+    from wsproxy._speedups import b64decode as _fast_b64decode
 except ImportError:  # pragma: no cover - depends on the build
     apply_mask = py_apply_mask
+    b64encode = py_b64encode
+    _fast_b64decode = py_b64decode
+
+
+def b64decode(text: bytes | bytearray | memoryview) -> bytes:
+    """Strict base64 decoding; raises ``binascii.Error`` or ``ValueError`` on bad input.
+
+    Well-formed text takes the C fast path; anything it does not take gets binascii's verdict.
+    """
+    data = _fast_b64decode(text)
+    if data is None:
+        data = binascii.a2b_base64(text, strict_mode=True)
+    return data
 
 
 def check_close_code(code: int) -> bool:
@@ -371,7 +399,7 @@ class Base64Decoder:
         if padded:
             raise ProtocolError("base64 data after padding", CloseCode.INVALID_DATA)
         try:
-            data = binascii.a2b_base64(text[:cut], strict_mode=True)
+            data = b64decode(memoryview(text)[:cut] if cut < len(text) else text)
         except (binascii.Error, ValueError):
             raise ProtocolError("invalid base64 payload", CloseCode.INVALID_DATA) from None
         if not fin and text[cut - 1] == 0x3D:  # "="

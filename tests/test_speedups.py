@@ -1,0 +1,101 @@
+"""The C speed-ups (wsproxy/_speedups.c) and their pure-Python fallbacks give the same results."""
+
+from __future__ import annotations
+
+import binascii
+import os
+
+import pytest
+
+from wsproxy import rfc6455
+
+# Around the fallback's switch to translate passes, the C word loop's tail, and odd lanes.
+SIZES = [0, 1, 3, 4, 7, 8, 9, 31, 1023, 1024, 1025, 4097, 65536, 65539]
+
+
+def reference(data: bytes, mask: bytes) -> bytes:
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_pure_python_masking_matches_the_rfc(size: int) -> None:
+    data, mask = os.urandom(size), os.urandom(4)
+    expected = reference(data, mask)
+    assert rfc6455.py_apply_mask(data, mask) == expected
+    assert rfc6455.py_apply_mask(memoryview(bytearray(data)), mask) == expected
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_c_speedup_matches_the_rfc(size: int) -> None:
+    from wsproxy import _speedups  # built by `pip install -e .` (make venv)
+
+    data, mask = os.urandom(size), os.urandom(4)
+    assert _speedups.apply_mask(data, mask) == reference(data, mask)
+    assert _speedups.apply_mask(memoryview(data)[1:], mask) == reference(data[1:], mask)
+
+
+def test_the_c_speedup_is_used_when_built() -> None:
+    from wsproxy import _speedups
+
+    assert rfc6455.apply_mask is _speedups.apply_mask
+
+
+def test_c_speedup_refuses_a_short_mask() -> None:
+    from wsproxy import _speedups
+
+    with pytest.raises(ValueError):
+        _speedups.apply_mask(b"data", b"abc")
+
+
+B64_SIZES = [0, 1, 2, 3, 4, 5, 6, 65535, 65536, 65537]
+
+
+@pytest.mark.parametrize("size", B64_SIZES)
+def test_c_base64_matches_binascii(size: int) -> None:
+    from wsproxy import _speedups
+
+    data = os.urandom(size)
+    text = binascii.b2a_base64(data, newline=False)
+    assert _speedups.b64encode(data) == text
+    assert _speedups.b64decode(text) == data
+    assert rfc6455.b64decode(text) == data
+
+
+# Malformed text: the C path must never accept what binascii (strict) refuses, nor differ.
+BAD_BASE64 = [
+    b"abc",
+    b"ab=c",
+    b"a===",
+    b"====",
+    b"ab!d",
+    b"abcd====",
+    b"=abc",
+    b"ab=cabcd",
+    b"abcd\n",
+    b"ab==",
+    b"abc=",
+    b"ab=\xff",
+]
+
+
+@pytest.mark.parametrize("text", BAD_BASE64)
+def test_base64_decoding_gives_binascii_strict_verdict(text: bytes) -> None:
+    try:
+        expected: bytes | type[Exception] = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        expected = type(exc)
+    try:
+        got: bytes | type[Exception] = rfc6455.b64decode(text)
+    except (binascii.Error, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
+
+
+def test_base64_decoder_without_the_c_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rfc6455, "_fast_b64decode", rfc6455.py_b64decode)
+    data = os.urandom(1000)
+    text = rfc6455.py_b64encode(data)
+    decoder = rfc6455.Base64Decoder()
+    assert decoder.decode(text[:501], False) + decoder.decode(text[501:], True) == data
+    with pytest.raises(rfc6455.ProtocolError):
+        rfc6455.Base64Decoder().decode(b"ab!d", True)
