@@ -9,6 +9,7 @@ writes exactly one line when it ends.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -258,13 +259,11 @@ def connect(address: Address | str, timeout: float) -> Any:
     """
     try:
         if isinstance(address, str):
-            sock = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect(address)
-            except OSError:
-                sock.close()
-                raise
+            sock = _connect_direct(socket.AF_UNIX, address, timeout)
+        elif (family := _numeric_family(address[0])) is not None:
+            # gevent's create_connection always calls getaddrinfo, in its thread pool: the bench's
+            # profile of new sessions/s showed that hand-off at a quarter of the proxy's time.
+            sock = _connect_direct(family, address, timeout)
         else:
             sock = gevent.socket.create_connection(address, timeout=timeout)
     except OSError as exc:
@@ -279,6 +278,25 @@ def connect(address: Address | str, timeout: float) -> Any:
 def target_name(address: Address | str) -> str:
     """How logs and answers name a target: ``host:port`` or ``unix:PATH``."""
     return f"unix:{address}" if isinstance(address, str) else format_address(address)
+
+
+def _numeric_family(host: str) -> int | None:
+    """AF_INET or AF_INET6 for a numeric IP address, None for a host name."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+
+
+def _connect_direct(family: int, address: Any, timeout: float) -> Any:
+    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _nodelay(sock: Any) -> None:
