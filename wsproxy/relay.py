@@ -116,7 +116,7 @@ class Relay:
 
     def _pump_client(self, pending: bytes) -> None:
         codec = self.codec
-        send_target = self.target.sendall
+        send = self.target.send
         recorder = self.recorder
         buf = self._buffer()
         view = memoryview(buf)
@@ -127,13 +127,17 @@ class Relay:
             while True:
                 if data:
                     decoded = codec.decode(data)
-                    for payload in decoded.to_target:
+                    payloads = decoded.to_target
+                    if payloads:
+                        # One write for all the frames of this read (64 per read at 1 KiB).
+                        out = payloads[0] if len(payloads) == 1 else b"".join(payloads)
                         failed = "target"
-                        send_target(payload)
+                        _send_all(send, out)
                         failed = "client"
-                        self.bytes_in += len(payload)
+                        self.bytes_in += len(out)
                         if recorder is not None:
-                            recorder.from_client(payload)
+                            for payload in payloads:
+                                recorder.from_client(payload)
                     for frame in decoded.to_client:
                         self._send_client(frame)
                     if decoded.close is not None:
@@ -182,7 +186,7 @@ class Relay:
     def _send_client(self, data: bytes) -> None:
         # Both pumps write to the client (data frames, pongs, close): one writer at a time.
         with self._send_lock:
-            self.client.sendall(data)
+            _send_all(self.client.send, data)
 
     def _end_on_error(self, side: str, exc: OSError) -> None:
         if side == "target":
@@ -202,6 +206,16 @@ class Relay:
                 self._send_client(self.codec.close_frame(code, reason))
         except (OSError, gevent.Timeout):
             pass
+
+
+def _send_all(send: Any, data: bytes) -> None:
+    """``sendall`` for the hot path: gevent's costs a ``getsockopt`` call and a few Python frames
+    per call. ``send`` (gevent's) waits until the socket can take more, then writes what fits."""
+    sent = send(data)
+    if sent < len(data):
+        view = memoryview(data)
+        while sent < len(view):
+            sent += send(view[sent:])
 
 
 def _close(sock: Any) -> None:
