@@ -241,3 +241,59 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The headline figures as a Markdown table (for the README)."""
+    r = doc["results"]
+    rows = [
+        ("upload 64 KiB frames", "upload-64k", "MB/s", "MB/s"),
+        ("upload 1 KiB frames", "upload-1k", "frames/s", "frames/s"),
+        ("download 64 KiB reads", "download-64k", "MB/s", "MB/s"),
+        ("download 1 KiB writes", "download-1k", "MB/s", "MB/s"),
+        ("upload 64 KiB, TLS", "upload-64k-tls", "MB/s", "MB/s"),
+        ("download 64 KiB, TLS", "download-64k-tls", "MB/s", "MB/s"),
+        ("upload 64 KiB, base64", "upload-64k-base64", "MB/s", "MB/s"),
+        ("download 64 KiB, base64", "download-64k-base64", "MB/s", "MB/s"),
+        ("echo 32 B p50", "echo-32", "p50_us", "µs"),
+        ("echo 32 B p99", "echo-32", "p99_us", "µs"),
+        ("echo 32 B p99.9", "echo-32", "p999_us", "µs"),
+        ("100 clients echo", "concurrent-100", "rt/s", "round trips/s"),
+        ("100 clients echo p99", "concurrent-100", "p99_us", "µs"),
+        ("100 clients, --workers 2", "concurrent-100-workers2", "rt/s", "round trips/s"),
+        ("new sessions, one at a time", "connect-seq", "sessions/s", "sessions/s"),
+        ("new sessions, 50 clients", "connect-50", "sessions/s", "sessions/s"),
+        ("idle 1,000: PSS per session", "idle-1000", "KiB/session", "KiB"),
+        ("idle 10,000: PSS per session", "idle-10000", "KiB/session", "KiB"),
+        ("idle 10,000: sessions held/echoing", "idle-10000", "echoing", "sessions"),
+        ("overload: offered", "overload", "offered_MB/s", "MB/s"),
+        ("overload: delivered", "overload", "delivered_MB/s", "MB/s"),
+        ("overload: peak memory growth", "overload", "peak_growth_MiB", "MiB"),
+    ]
+    out = [
+        "| scenario | unit | socat | websockify | wsproxy | wsproxy/socat | wsproxy/websockify |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, scenario, key, unit in rows:
+        vals = [_get(r, scenario, p, key) for p in PROXIES]
+        if vals[2] is None and vals[1] is None:
+            continue
+        cells = " | ".join(_fmt(v) for v in vals)
+        out.append(
+            f"| {label} | {unit} | {cells} | {_fmt(_ratio(vals[2], vals[0]))} | "
+            f"{_fmt(_ratio(vals[2], vals[1]))} |"
+        )
+    out += ["", "| target | measured | limit | met |", "| --- | ---: | ---: | --- |"]
+    for t in doc["targets"]:
+        mark = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        out.append(
+            f"| {t['target']} | {_fmt(t['value'])} | {t['op']} {_fmt(t['limit'])} | {mark} |"
+        )
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))

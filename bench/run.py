@@ -164,7 +164,7 @@ def download(size: int, **extra: Any) -> Callable[[Context, Proxy], dict[str, An
         rate = out["bytes"] / out["secs"]
         return {
             "MB/s": rate / 1e6,
-            "frames/s": out["frames"] / out["secs"],
+            "frames/s": out["frames"] / out["secs"] if out["frames"] is not None else None,
             "client_cpu": out["client_cpu"],
             "proxy_cpu": out["proxy_cpu"],
         }
