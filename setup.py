@@ -19,7 +19,7 @@ class BuildRebind(build_ext):
     """Compile rebind/rebind.c to ``wsproxy/rebind.so`` (no Python ABI suffix, no Python API)."""
 
     def get_ext_filename(self, fullname: str) -> str:
-        if fullname != rebind.name:
+        if fullname.rpartition(".")[2] != "rebind":  # setuptools asks with and without the package
             return str(super().get_ext_filename(fullname))
         return os.path.join(*fullname.split(".")) + ".so"
 
