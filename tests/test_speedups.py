@@ -57,6 +57,7 @@ def test_c_base64_matches_binascii(size: int) -> None:
     data = os.urandom(size)
     text = binascii.b2a_base64(data, newline=False)
     assert _speedups.b64encode(data) == text
+    assert _speedups.b64encode(data, b"\x81\x7e") == rfc6455.py_b64encode(data, b"\x81\x7e")
     assert _speedups.b64decode(text) == data
     assert rfc6455.b64decode(text) == data
 

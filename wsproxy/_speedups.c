@@ -5,7 +5,8 @@
  *   unmasking at about 75% of the proxy's CPU on upload in pure Python.
  * b64decode(text) -> bytes or None: base64 of whole 4-character groups with optional final
  *   padding; None for anything else (the caller then asks binascii, strict, for the verdict).
- * b64encode(data) -> bytes: base64 with padding, no newline.
+ * b64encode(data, prefix=b"") -> bytes: prefix + base64 with padding, no newline (the prefix is
+ *   the frame header, so a frame is built in one allocation: one 87 KiB copy less per 64 KiB).
  *   CPython's binascii decodes at about 330 MB/s and encodes at 550 MB/s, which the profile of
  *   the base64 subprotocol showed at 75% (upload) and 52% (download) of the proxy's CPU. */
 #define PY_SSIZE_T_CLEAN
@@ -112,26 +113,29 @@ done:
     return result;
 }
 
+static uint16_t B64_PAIRS[4096]; /* the two characters for each 12-bit value */
+
 static PyObject *
 b64encode(PyObject *self, PyObject *args)
 {
-    Py_buffer data;
+    Py_buffer data, prefix = {0};
     PyObject *result;
 
-    if (!PyArg_ParseTuple(args, "y*:b64encode", &data))
+    if (!PyArg_ParseTuple(args, "y*|y*:b64encode", &data, &prefix))
         return NULL;
     const unsigned char *in = data.buf;
     Py_ssize_t n = data.len;
-    result = PyBytes_FromStringAndSize(NULL, (n + 2) / 3 * 4);
+    result = PyBytes_FromStringAndSize(NULL, prefix.len + (n + 2) / 3 * 4);
     if (result != NULL) {
         unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+        if (prefix.len)
+            memcpy(out, prefix.buf, prefix.len);
+        out += prefix.len;
         Py_ssize_t i = 0;
         for (; i + 3 <= n; i += 3) {
             unsigned v = ((unsigned)in[i] << 16) | ((unsigned)in[i + 1] << 8) | in[i + 2];
-            out[0] = B64[v >> 18];
-            out[1] = B64[(v >> 12) & 63];
-            out[2] = B64[(v >> 6) & 63];
-            out[3] = B64[v & 63];
+            memcpy(out, &B64_PAIRS[v >> 12], 2);
+            memcpy(out + 2, &B64_PAIRS[v & 0xFFF], 2);
             out += 4;
         }
         if (i < n) {
@@ -145,6 +149,8 @@ b64encode(PyObject *self, PyObject *args)
         }
     }
     PyBuffer_Release(&data);
+    if (prefix.obj != NULL)
+        PyBuffer_Release(&prefix);
     return result;
 }
 
@@ -153,7 +159,8 @@ static PyMethodDef methods[] = {
      "XOR data with the 4-byte mask repeated; returns bytes."},
     {"b64decode", b64decode, METH_VARARGS,
      "Decode whole, well-formed base64; None when the input is anything else."},
-    {"b64encode", b64encode, METH_VARARGS, "Encode as base64 with padding, no newline."},
+    {"b64encode", b64encode, METH_VARARGS,
+     "b64encode(data, prefix=b'') -> prefix + base64 of data (padded, no newline)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -167,5 +174,9 @@ PyInit__speedups(void)
     memset(B64_VALUE, 0xFF, sizeof B64_VALUE);
     for (int i = 0; i < 64; i++)
         B64_VALUE[(unsigned char)B64[i]] = (unsigned char)i;
+    for (int v = 0; v < 4096; v++) {
+        unsigned char pair[2] = {(unsigned char)B64[v >> 6], (unsigned char)B64[v & 63]};
+        memcpy(&B64_PAIRS[v], pair, 2);
+    }
     return PyModule_Create(&module);
 }

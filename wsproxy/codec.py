@@ -91,8 +91,8 @@ class Base64Codec(BinaryCodec):
         return self._b64.decode(event.payload, event.fin)
 
     def encode(self, data: memoryview) -> bytes:
-        text = rfc6455.b64encode(data)
-        return rfc6455.frame_header(Opcode.TEXT, len(text)) + text
+        header = rfc6455.frame_header(Opcode.TEXT, (len(data) + 2) // 3 * 4)
+        return rfc6455.b64encode(data, header)
 
 
 class HixieCodec:

@@ -131,8 +131,9 @@ def py_b64decode(text: bytes | bytearray | memoryview) -> bytes | None:
     return None
 
 
-def py_b64encode(data: bytes | bytearray | memoryview) -> bytes:
-    return binascii.b2a_base64(data, newline=False)
+def py_b64encode(data: bytes | bytearray | memoryview, prefix: bytes = b"") -> bytes:
+    """``prefix`` + the base64 of ``data`` (padded, no newline)."""
+    return prefix + binascii.b2a_base64(data, newline=False)
 
 
 try:  # the optional C speed-ups (wsproxy/_speedups.c), built when a compiler is there
