@@ -25,25 +25,34 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[tuple[str, float | None, str, float]] = [
         (
             "upload 64 KiB MB/s vs socat",
-            _ratio(g("upload-64k", "wsproxy", "MB/s"), g("upload-64k", "socat", "MB/s")),
+            _ratio(
+                g("upload-64k", "wsproxy", "MB/s"), g("upload-64k", "socat", "MB/s")
+            ),
             ">=",
             0.40,
         ),
         (
             "download 64 KiB MB/s vs socat",
-            _ratio(g("download-64k", "wsproxy", "MB/s"), g("download-64k", "socat", "MB/s")),
+            _ratio(
+                g("download-64k", "wsproxy", "MB/s"), g("download-64k", "socat", "MB/s")
+            ),
             ">=",
             0.55,
         ),
         (
             "upload 1 KiB frames/s vs websockify",
-            _ratio(g("upload-1k", "wsproxy", "frames/s"), g("upload-1k", "websockify", "frames/s")),
+            _ratio(
+                g("upload-1k", "wsproxy", "frames/s"),
+                g("upload-1k", "websockify", "frames/s"),
+            ),
             ">=",
             2.0,
         ),
         (
             "echo p50 vs websockify",
-            _ratio(g("echo-32", "wsproxy", "p50_us"), g("echo-32", "websockify", "p50_us")),
+            _ratio(
+                g("echo-32", "wsproxy", "p50_us"), g("echo-32", "websockify", "p50_us")
+            ),
             "<=",
             1.0,
         ),
@@ -77,11 +86,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     sessions = g("idle-10000", "wsproxy", "sessions")
     echoing = g("idle-10000", "wsproxy", "echoing")
     rows.append(("idle 10,000: KiB PSS per session", idle_kib, "<=", IDLE_KIB_LIMIT))
-    rows.append(("idle 10,000: share of sessions echoing", _ratio(echoing, sessions), ">=", 1.0))
+    rows.append(
+        ("idle 10,000: share of sessions echoing", _ratio(echoing, sessions), ">=", 1.0)
+    )
     rows.append(
         (
             "base64 upload vs binary",
-            _ratio(g("upload-64k-base64", "wsproxy", "MB/s"), g("upload-64k", "wsproxy", "MB/s")),
+            _ratio(
+                g("upload-64k-base64", "wsproxy", "MB/s"),
+                g("upload-64k", "wsproxy", "MB/s"),
+            ),
             ">=",
             0.5,
         )
@@ -90,14 +104,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         (
             "base64 download vs binary",
             _ratio(
-                g("download-64k-base64", "wsproxy", "MB/s"), g("download-64k", "wsproxy", "MB/s")
+                g("download-64k-base64", "wsproxy", "MB/s"),
+                g("download-64k", "wsproxy", "MB/s"),
             ),
             ">=",
             0.5,
         )
     )
     rows.append(
-        ("new sessions/s (50 clients)", g("connect-50", "wsproxy", "sessions/s"), ">=", 1000.0)
+        (
+            "new sessions/s (50 clients)",
+            g("connect-50", "wsproxy", "sessions/s"),
+            ">=",
+            1000.0,
+        )
     )
     rows.append(
         (
@@ -109,8 +129,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     out = []
     for name, value, op, limit in rows:
-        met = None if value is None else (value >= limit if op == ">=" else value <= limit)
-        out.append({"target": name, "value": value, "op": op, "limit": limit, "met": met})
+        met = (
+            None
+            if value is None
+            else (value >= limit if op == ">=" else value <= limit)
+        )
+        out.append(
+            {"target": name, "value": value, "op": op, "limit": limit, "met": met}
+        )
     return out
 
 
@@ -141,8 +167,16 @@ def table(doc: dict[str, Any]) -> str:
                 lines.append(f"{scenario:26}{key:15}{str(text)[:60]}")
                 continue
             cells = "".join(f"{_fmt(v):>12}" for v in vals)
-            r1 = _ratio(vals[2], vals[0]) if key not in ("client_cpu", "proxy_cpu") else None
-            r2 = _ratio(vals[2], vals[1]) if key not in ("client_cpu", "proxy_cpu") else None
+            r1 = (
+                _ratio(vals[2], vals[0])
+                if key not in ("client_cpu", "proxy_cpu")
+                else None
+            )
+            r2 = (
+                _ratio(vals[2], vals[1])
+                if key not in ("client_cpu", "proxy_cpu")
+                else None
+            )
             lines.append(f"{scenario:26}{key:15}{cells}{_fmt(r1):>10}{_fmt(r2):>9}")
             scenario = ""
         notes = {p: f.get("note") for p, f in row.items() if f.get("note")}
@@ -157,6 +191,54 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The plot's four panels: title, unit, and (scenario, figure, label) bars.
+PANELS: tuple[tuple[str, str, list[tuple[str, str, str]]], ...] = (
+    (
+        "throughput (payload)",
+        "MB/s",
+        [
+            ("upload-64k", "MB/s", "up 64K"),
+            ("upload-1k", "MB/s", "up 1K"),
+            ("download-64k", "MB/s", "down 64K"),
+            ("download-1k", "MB/s", "down 1K"),
+            ("upload-64k-tls", "MB/s", "up TLS"),
+            ("download-64k-tls", "MB/s", "down TLS"),
+            ("upload-64k-base64", "MB/s", "up b64"),
+            ("download-64k-base64", "MB/s", "down b64"),
+        ],
+    ),
+    (
+        "latency, 32-byte echo (lower is better)",
+        "µs",
+        [
+            ("echo-32", "p50_us", "echo p50"),
+            ("echo-32", "p99_us", "echo p99"),
+            ("echo-32", "p999_us", "echo p99.9"),
+            ("concurrent-100", "p99_us", "100 clients p99"),
+        ],
+    ),
+    (
+        "rates",
+        "per second",
+        [
+            ("concurrent-100", "rt/s", "100 clients rt/s"),
+            ("concurrent-100-workers2", "rt/s", "100 clients, 2 workers"),
+            ("connect-seq", "sessions/s", "new sessions/s, 1"),
+            ("connect-50", "sessions/s", "new sessions/s, 50"),
+        ],
+    ),
+    (
+        "memory (lower is better)",
+        "KiB PSS per session / MiB",
+        [
+            ("idle-1000", "KiB/session", "idle 1,000"),
+            ("idle-10000", "KiB/session", "idle 10,000"),
+            ("overload", "peak_growth_MiB", "overload growth (MiB)"),
+        ],
+    ),
+)
+
+
 def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -168,7 +250,11 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
 
     def bars(
-        ax: Any, items: list[tuple[str, str, str]], title: str, ylabel: str, log: bool = False
+        ax: Any,
+        items: list[tuple[str, str, str]],
+        title: str,
+        ylabel: str,
+        log: bool = False,
     ) -> None:
         width = 0.8 / len(PROXIES)
         for i, proxy in enumerate(PROXIES):
@@ -183,56 +269,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
 
-    bars(
-        axes[0][0],
-        [
-            ("upload-64k", "MB/s", "up 64K"),
-            ("upload-1k", "MB/s", "up 1K"),
-            ("download-64k", "MB/s", "down 64K"),
-            ("download-1k", "MB/s", "down 1K"),
-            ("upload-64k-tls", "MB/s", "up TLS"),
-            ("download-64k-tls", "MB/s", "down TLS"),
-            ("upload-64k-base64", "MB/s", "up b64"),
-            ("download-64k-base64", "MB/s", "down b64"),
-        ],
-        "throughput (payload)",
-        "MB/s",
-        log=True,
-    )
-    bars(
-        axes[0][1],
-        [
-            ("echo-32", "p50_us", "echo p50"),
-            ("echo-32", "p99_us", "echo p99"),
-            ("echo-32", "p999_us", "echo p99.9"),
-            ("concurrent-100", "p99_us", "100 clients p99"),
-        ],
-        "latency, 32-byte echo (lower is better)",
-        "µs",
-        log=True,
-    )
-    bars(
-        axes[1][0],
-        [
-            ("concurrent-100", "rt/s", "100 clients rt/s"),
-            ("connect-seq", "sessions/s", "new sessions/s, 1"),
-            ("connect-50", "sessions/s", "new sessions/s, 50"),
-        ],
-        "rates",
-        "per second",
-        log=True,
-    )
-    bars(
-        axes[1][1],
-        [
-            ("idle-1000", "KiB/session", "idle 1,000"),
-            ("idle-10000", "KiB/session", "idle 10,000"),
-            ("overload", "peak_growth_MiB", "overload growth (MiB)"),
-        ],
-        "memory (lower is better)",
-        "KiB PSS per session / MiB",
-        log=True,
-    )
+    for ax, (title, ylabel, items) in zip(axes.flat, PANELS, strict=True):
+        bars(ax, items, title, ylabel, log=True)
     m = doc["machine"]
     fig.suptitle(
         f"wsproxy bench {doc['date']} · {m['nproc']} cores {m['cpu']} · Python {m['python']}",
@@ -260,7 +298,12 @@ def markdown(doc: dict[str, Any]) -> str:
         ("echo 32 B p99.9", "echo-32", "p999_us", "µs"),
         ("100 clients echo", "concurrent-100", "rt/s", "round trips/s"),
         ("100 clients echo p99", "concurrent-100", "p99_us", "µs"),
-        ("100 clients, --workers 2", "concurrent-100-workers2", "rt/s", "round trips/s"),
+        (
+            "100 clients, --workers 2",
+            "concurrent-100-workers2",
+            "rt/s",
+            "round trips/s",
+        ),
         ("new sessions, one at a time", "connect-seq", "sessions/s", "sessions/s"),
         ("new sessions, 50 clients", "connect-50", "sessions/s", "sessions/s"),
         ("idle 1,000: PSS per session", "idle-1000", "KiB/session", "KiB"),
