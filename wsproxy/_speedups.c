@@ -58,6 +58,8 @@ done:
 static const char B64[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static unsigned char B64_VALUE[256]; /* 0-63, or 0xFF for a character outside the alphabet */
+/* Two characters as loaded from memory -> their 12 bits, or 0x8000 if either is not base64. */
+static uint16_t B64_PAIR_VALUE[65536];
 
 static PyObject *
 b64decode(PyObject *self, PyObject *args)
@@ -83,11 +85,13 @@ b64decode(PyObject *self, PyObject *args)
     Py_ssize_t full = pad ? n - 4 : n; /* groups without padding */
     Py_ssize_t i = 0;
     for (; i < full; i += 4) {
-        unsigned a = B64_VALUE[in[i]], b = B64_VALUE[in[i + 1]];
-        unsigned c = B64_VALUE[in[i + 2]], d = B64_VALUE[in[i + 3]];
-        if ((a | b | c | d) & 0x80)
+        uint16_t p, q;
+        memcpy(&p, in + i, 2);
+        memcpy(&q, in + i + 2, 2);
+        unsigned hi = B64_PAIR_VALUE[p], lo = B64_PAIR_VALUE[q];
+        if ((hi | lo) & 0x8000)
             goto refuse;
-        unsigned v = (a << 18) | (b << 12) | (c << 6) | d;
+        unsigned v = (hi << 12) | lo;
         out[0] = (unsigned char)(v >> 16);
         out[1] = (unsigned char)(v >> 8);
         out[2] = (unsigned char)v;
@@ -174,6 +178,15 @@ PyInit__speedups(void)
     memset(B64_VALUE, 0xFF, sizeof B64_VALUE);
     for (int i = 0; i < 64; i++)
         B64_VALUE[(unsigned char)B64[i]] = (unsigned char)i;
+    for (int c0 = 0; c0 < 256; c0++) {
+        for (int c1 = 0; c1 < 256; c1++) {
+            unsigned char pair[2] = {(unsigned char)c0, (unsigned char)c1};
+            uint16_t key;
+            memcpy(&key, pair, 2);
+            unsigned a = B64_VALUE[c0], b = B64_VALUE[c1];
+            B64_PAIR_VALUE[key] = ((a | b) & 0x80) ? 0x8000 : (uint16_t)((a << 6) | b);
+        }
+    }
     for (int v = 0; v < 4096; v++) {
         unsigned char pair[2] = {(unsigned char)B64[v >> 6], (unsigned char)B64[v & 63]};
         memcpy(&B64_PAIRS[v], pair, 2);
