@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
 import threading
+import time
 
+import gevent
+import gevent.socket
 from conftest import read_http_head
 from websockets.sync.client import connect
 from wsraw import RawClient
 
+from wsproxy.codec import BinaryCodec
+from wsproxy.relay import Relay
 from wsproxy.rfc6455 import Opcode, encode_frame
 
 LIMIT = 48 << 20  # kernel socket buffers on loopback can hold a few MiB each way; we hold 64 KiB
@@ -106,3 +112,115 @@ def test_concurrent_sessions_each_get_their_own_bytes_back(proxy) -> None:
     for t in threads:
         t.join(timeout=50)
     assert not failures
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Split unmasked server frames; fails on a trailing partial frame."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        b0, b1 = data[pos], data[pos + 1]
+        length, pos = b1 & 0x7F, pos + 2
+        if length == 126:
+            length, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        elif length == 127:
+            length, pos = int.from_bytes(data[pos : pos + 8], "big"), pos + 8
+        assert pos + length <= len(data), "partial frame at the end"
+        out.append((b0 & 0x0F, data[pos : pos + length]))
+        pos += length
+    return out
+
+
+def streaming_target() -> tuple[socket.socket, threading.Event]:
+    """A target that sends 16 KiB chunks to its client until it goes away."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def stream() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"z" * 16384)
+                except OSError:
+                    return
+
+    threading.Thread(target=stream, daemon=True).start()
+    return server, stop
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    return data
+
+
+def sigterm_while_streaming(run_proxy, client_pause: float) -> list[tuple[int, bytes]]:
+    target, stop = streaming_target()
+    proc = run_proxy(
+        ["--close-timeout", "3", "127.0.0.1:0", f"127.0.0.1:{target.getsockname()[1]}"]
+    )
+    client = RawClient(proc.port, timeout=10)
+    data = client.initial  # read raw from the first byte of the first frame on
+    while len(data) < 16384:  # the stream flows
+        data += client.sock.recv(65536)
+    proc.proc.terminate()
+    time.sleep(client_pause)  # a client that does not read for a while: the proxy's send blocks
+    data += read_all(client.sock)
+    stop.set()
+    client.close()
+    target.close()
+    return server_frames(data)
+
+
+def test_no_data_frame_follows_the_close_frame(run_proxy) -> None:
+    frames = sigterm_while_streaming(run_proxy, 0)
+    opcodes = [op for op, _ in frames]
+    assert opcodes.count(Opcode.CLOSE) == 1
+    assert opcodes[-1] == Opcode.CLOSE, opcodes[-5:]
+    assert frames[-1][1][:2] == (1001).to_bytes(2, "big")
+
+
+def test_close_goes_out_next_even_while_the_data_pump_holds_a_slow_client() -> None:
+    # In-process, with socket pairs: the data pump is blocked writing to a client that does not
+    # read; going_away() must not be starved by it, and nothing may follow the close frame.
+    client_ours, client_theirs = gevent.socket.socketpair()
+    target_ours, target_theirs = gevent.socket.socketpair()
+    relay = Relay(client_ours, target_ours, BinaryCodec("binary"), close_timeout=3)
+    runner = gevent.spawn(relay.run)
+
+    def stream() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                target_theirs.sendall(b"z" * 16384)
+
+    def read_slowly() -> bytes:
+        data = b""
+        while chunk := client_theirs.recv(4096):
+            data += chunk
+            gevent.sleep(0.0005)
+        return data
+
+    streamer = gevent.spawn(stream)
+    with gevent.Timeout(10):
+        while relay.bytes_out < 16384:  # data flows, then the client's buffers fill up
+            gevent.sleep(0.01)
+        gevent.spawn(relay.going_away)
+        reader = gevent.spawn(read_slowly)
+        outcome = runner.get()
+        client_ours.close()
+        data = reader.get()
+    streamer.kill()
+    frames = server_frames(data)
+    assert outcome.by == "server"
+    assert [op for op, _ in frames].count(Opcode.CLOSE) == 1
+    assert frames[-1] == (Opcode.CLOSE, (1001).to_bytes(2, "big") + b"server shutting down")
+
+
+def test_close_1002_survives_a_client_still_sending(proxy) -> None:
+    client = RawClient(proxy.port)
+    junk = encode_frame(Opcode.BINARY, b"j" * 60000, mask=True)
+    client.send_raw(bytes([0x82, 0x03]) + b"bad" + junk)  # unmasked: 1002, then more data
+    assert client.expect_close().code == 1002
+    client.close()

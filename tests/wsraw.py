@@ -26,6 +26,7 @@ class RawClient:
         self.sock.sendall((head + "\r\n").encode())
         self.status, self.headers, rest = read_http_head(self.sock)
         assert self.status == 101, self.status
+        self.initial = rest  # the raw bytes that came with the answer, for byte-level checks
         self.pending += self.parser.feed(rest)
 
     def send_frame(self, opcode: int, payload: bytes = b"", *, fin: bool = True) -> None:

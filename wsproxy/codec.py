@@ -58,8 +58,11 @@ class BinaryCodec:
         out = Decoded([], [])
         for event in self._parser.feed(data):
             if type(event) is rfc6455.Data:
-                if event.payload:
-                    out.to_target.append(self._payload(event))
+                # An empty last piece still ends the message (base64: flush and check).
+                if event.payload or event.fin:
+                    payload = self._payload(event)
+                    if payload:
+                        out.to_target.append(payload)
             elif type(event) is rfc6455.Ping:
                 out.to_client.append(rfc6455.encode_frame(Opcode.PONG, event.payload))
             elif type(event) is rfc6455.Close:

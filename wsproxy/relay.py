@@ -27,6 +27,7 @@ from gevent.lock import Semaphore
 
 from wsproxy.codec import Codec
 from wsproxy.errors import CloseCode, ProtocolError
+from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
 
@@ -83,7 +84,9 @@ class Relay:
         self.bytes_out = 0  # payload bytes target -> client
         self.outcome: Outcome | None = None
         self._send_lock = Semaphore()
-        self._close_sent = False
+        self._closing = False  # our close frame is queued: no data frame may follow it
+        self.close_sent = False  # ... and it was written
+        self.last_counts = (0, 0, 0.0)  # (bytes_in, bytes_out, when) for the idle sweeper
 
     def run(self, pending: bytes = b"") -> Outcome:
         """Pump both ways until one side ends; ``pending`` are client bytes read with the head."""
@@ -102,15 +105,20 @@ class Relay:
             down.kill()
             _close(self.target)
         assert self.outcome is not None
+        if self.outcome.by == "proxy" and self.close_sent:
+            # We stopped reading at the violation, the client may still be sending: closing with
+            # unread input would reset the connection and could destroy our close frame.
+            linger_close(self.client, b"", self.close_timeout)
         return self.outcome
 
     def going_away(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
     ) -> None:
-        """Close from our side (shutdown): send ``code`` to the client and cut the target."""
-        self._end("server", code, reason)
+        """Close from our side (shutdown, idle): cut the target, then send ``code`` to the
+        client once the frame being written, if any, is complete."""
         with contextlib.suppress(OSError):
             self.target.shutdown(socket.SHUT_RDWR)
+        self._end("server", code, reason)
 
     # -- the pumps --
 
@@ -153,6 +161,8 @@ class Relay:
             self._end("proxy", exc.close_code, exc.reason)
         except OSError as exc:
             self._end_on_error(failed, exc)
+        except _Closing:
+            pass
 
     def _pump_target(self) -> None:
         encode = self.codec.encode
@@ -176,6 +186,8 @@ class Relay:
         except OSError as exc:
             self._end_on_error(failed, exc)
             return
+        except _Closing:
+            return
         self._end("target", CloseCode.NORMAL, "target closed")
 
     def _buffer(self) -> bytearray:
@@ -184,8 +196,11 @@ class Relay:
     # -- ending --
 
     def _send_client(self, data: bytes) -> None:
-        # Both pumps write to the client (data frames, pongs, close): one writer at a time.
+        # Both pumps write to the client (data frames, pongs): one writer at a time, and
+        # nothing after our close frame (RFC 6455 section 5.5.1).
         with self._send_lock:
+            if self._closing:
+                raise _Closing()
             _send_all(self.client.send, data)
 
     def _end_on_error(self, side: str, exc: OSError) -> None:
@@ -195,17 +210,27 @@ class Relay:
             self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
 
     def _end(self, by: str, code: int, reason: str, *, send: bool = True) -> None:
-        """Record the first reason the relay ends and send our close frame once."""
+        """Record the first reason the relay ends and send our close frame once.
+
+        ``_closing`` is set before waiting for the send lock: a pump writing a data frame
+        finishes that frame, and its next write stops the pump instead of taking the lock
+        again, so the close goes out next.
+        """
         if self.outcome is None:
             self.outcome = Outcome(by, code, reason)
-        if not send or self._close_sent:
+        if not send or self._closing:
             return
-        self._close_sent = True
+        self._closing = True
         try:
-            with gevent.Timeout(self.close_timeout):
-                self._send_client(self.codec.close_frame(code, reason))
+            with gevent.Timeout(self.close_timeout), self._send_lock:
+                _send_all(self.client.send, self.codec.close_frame(code, reason))
+            self.close_sent = True
         except (OSError, gevent.Timeout):
             pass
+
+
+class _Closing(Exception):
+    """A pump tried to write after our close frame: it ends (the outcome is already set)."""
 
 
 def _send_all(send: Any, data: bytes) -> None:
