@@ -224,3 +224,31 @@ def test_close_1002_survives_a_client_still_sending(proxy) -> None:
     client.send_raw(bytes([0x82, 0x03]) + b"bad" + junk)  # unmasked: 1002, then more data
     assert client.expect_close().code == 1002
     client.close()
+
+
+def test_idle_session_is_closed_and_a_busy_one_is_not(run_proxy, echo_server) -> None:
+    proc = run_proxy(["--idle-timeout", "0.6", "127.0.0.1:0", echo_server.address])
+    idle, busy = RawClient(proc.port), RawClient(proc.port)
+    start = time.monotonic()
+    while time.monotonic() - start < 1.5:  # the busy one talks every 0.1 s, past the timeout
+        busy.send_frame(Opcode.BINARY, b"tick")
+        assert busy.recv_data(4) == b"tick"
+        time.sleep(0.1)
+    close = idle.expect_close()
+    assert (close.code, close.reason) == (1000, "idle timeout")
+    assert time.monotonic() - start < 3
+    busy.send_frame(Opcode.BINARY, b"still")
+    assert busy.recv_data(5) == b"still"
+    proc.wait_log(r"closed .* by=server code=1000 reason=\"idle timeout\"")
+    idle.close()
+    busy.close()
+
+
+def test_sockets_probe_dead_peers_with_tcp_keepalive() -> None:
+    from wsproxy.session import KEEPALIVE_IDLE, tune_socket
+
+    with socket.socket() as sock:
+        tune_socket(sock)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

@@ -18,7 +18,7 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from wsproxy.errors import ConfigError, StartupError
+from wsproxy.errors import CloseCode, ConfigError, StartupError
 from wsproxy.forwarded import TrustedProxies
 from wsproxy.frontdoor import FrontDoor
 from wsproxy.handshake import Request
@@ -35,6 +35,9 @@ __all__ = ["WSProxy"]
 log = logging.getLogger(__name__)
 
 KILL_WAIT = 1.0  # seconds killed sessions get to unwind (close their sockets) after the deadline
+IDLE_SWEEP_MAX = (
+    5.0  # the idle sweeper looks at least this often (a quarter of idle_timeout if less)
+)
 
 
 class WSProxy(StreamServer):
@@ -71,6 +74,7 @@ class WSProxy(StreamServer):
         self.tokens = TokenTable(settings.token_source) if settings.token_source else None
         self._stopping = False
         self._stopper: gevent.Greenlet | None = None
+        self._sweeper: gevent.Greenlet | None = None
         self.scratch = scratch_buffer()  # the relays' shared read buffer (see relay.py)
         # -- traffic: recording, load balancers, metrics --
         self.recordings = Recordings(settings.record) if settings.record else None
@@ -139,6 +143,8 @@ class WSProxy(StreamServer):
             program cannot be started.
         """
         super().start()
+        if self.settings.idle_timeout > 0:
+            self._sweeper = gevent.spawn(self._sweep_idle, self.settings.idle_timeout)
         try:
             self.metrics.start(healthy=lambda: not self._stopping)
             if self.wrapped is not None and run_program:
@@ -203,8 +209,28 @@ class WSProxy(StreamServer):
             self._stopper = gevent.spawn(self._stop, time.monotonic() + timeout)
         self._stopper.join()
 
+    def _sweep_idle(self, idle: float) -> None:
+        """Close sessions in which no byte moved either way for ``idle`` seconds.
+
+        One greenlet per server looks at the relays' byte counters now and then, so the pumps
+        pay nothing for it (no timer per read)."""
+        while not self._stopping:
+            gevent.sleep(min(idle / 4, IDLE_SWEEP_MAX))
+            now = time.monotonic()
+            for session in list(self.sessions):
+                relay = session.relay
+                if relay is None or relay.outcome is not None:
+                    continue
+                moved, seen = (relay.bytes_in, relay.bytes_out), relay.last_counts
+                if moved != seen[:2] or not seen[2]:
+                    relay.last_counts = (*moved, now)
+                elif now - seen[2] >= idle:
+                    gevent.spawn(relay.going_away, CloseCode.NORMAL, "idle timeout")
+
     def _stop(self, deadline: float) -> None:
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
         self.close()
         if self.sessions:
             log.info("stopping: closing %d session(s)", len(self.sessions))

@@ -32,9 +32,13 @@ from wsproxy.wire import Deadline, linger_close, read_until
 if TYPE_CHECKING:
     from wsproxy.server import WSProxy
 
-__all__ = ["Session", "connect", "target_name"]
+__all__ = ["Session", "connect", "target_name", "tune_socket"]
 
 log = logging.getLogger(__name__)
+
+KEEPALIVE_IDLE = 60  # seconds of silence before the kernel probes a peer ...
+KEEPALIVE_INTERVAL = 15  # ... then every this many seconds ...
+KEEPALIVE_PROBES = 4  # ... and gives up after this many unanswered probes (about 2 minutes)
 
 
 class Session:
@@ -62,7 +66,7 @@ class Session:
     def run(self) -> None:
         self._greenlet = gevent.getcurrent()  # type: ignore[assignment]
         try:
-            _nodelay(self.sock)
+            tune_socket(self.sock)
             self.serve()
         except HandshakeTimeout as exc:
             log.info("refused peer=%s reason=%s step=%s", self.peer, logfmt(exc.reason), exc.step)
@@ -191,7 +195,7 @@ class Session:
         self.server.metrics.target_connected(time.monotonic() - connecting)
         recorder = None
         try:
-            _nodelay(target_sock)
+            tune_socket(target_sock)
             if self._stopping:
                 raise HandshakeError(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
             self.sock.sendall(response)
@@ -299,10 +303,17 @@ def _connect_direct(family: int, address: Any, timeout: float) -> Any:
     return sock
 
 
-def _nodelay(sock: Any) -> None:
-    # Not TCP (a UNIX socket in tests, an inherited fd): nothing to set.
-    with contextlib.suppress(OSError):
+def tune_socket(sock: Any) -> None:
+    """No Nagle delay (keystrokes and echoes are small), and TCP keepalive probes so that a peer
+    that vanished without a FIN (a NAT or Wi-Fi drop) frees its session within minutes, not the
+    kernel's default two hours."""
+    # Not TCP (a UNIX socket target, an inherited fd): nothing to set.
+    with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
 
 
 def _format_peer(address: Any) -> str:

@@ -298,6 +298,13 @@ class Settings:
         "time allowed to connect to the target",
         meta="SECS",
     )
+    idle_timeout: float = _setting(
+        0.0,
+        parse_seconds,
+        "seconds, 0 for none",
+        "close a session (1000, 'idle timeout') when no byte moved either way for this long",
+        meta="SECS",
+    )
     close_timeout: float = _setting(
         2.0,
         parse_positive_seconds,
