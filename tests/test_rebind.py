@@ -25,6 +25,8 @@ out = []
 for spec in sys.argv[1:]:
     family, host, port = spec.split(",")
     sock = socket.socket(socket.AF_INET6 if family == "6" else socket.AF_INET)
+    # A free port can still have TIME_WAIT connections of earlier tests on it.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == "6":
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     try:

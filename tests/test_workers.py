@@ -236,3 +236,13 @@ def test_stop_does_not_wait_forever_for_a_child_that_survives_sigkill(
         child.wait(timeout=5)
         os.close(arbiter._wake_r)
         os.close(arbiter._wake_w)
+
+
+def test_repeated_sigterm_still_ends_the_master_with_status_0(two_workers: ProxyProcess) -> None:
+    # Supervisors repeat SIGTERM; the master must finish its own stop, not die half-way.
+    deadline = time.monotonic() + 15
+    while two_workers.proc.poll() is None:
+        two_workers.proc.send_signal(signal.SIGTERM)
+        assert time.monotonic() < deadline, two_workers.log
+        time.sleep(0.005)
+    assert two_workers.proc.returncode == 0, two_workers.log

@@ -184,8 +184,10 @@ class Arbiter:
             signal.signal(signum, self._queue_signal)
 
     def _close_wakeup(self) -> None:
+        # The master is on its way out (last log line, pid file): a repeated SIGTERM, as
+        # supervisors send, must not kill it half-way with the default action.
         for signum in MASTER_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGCHLD else signal.SIG_IGN)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
