@@ -11,6 +11,7 @@ import time
 
 import gevent
 import gevent.socket
+import pytest
 from conftest import read_http_head
 from websockets.sync.client import connect
 from wsraw import RawClient
@@ -182,11 +183,21 @@ def test_no_data_frame_follows_the_close_frame(run_proxy) -> None:
     assert frames[-1][1][:2] == (1001).to_bytes(2, "big")
 
 
-def test_close_goes_out_next_even_while_the_data_pump_holds_a_slow_client() -> None:
-    # In-process, with socket pairs: the data pump is blocked writing to a client that does not
-    # read; going_away() must not be starved by it, and nothing may follow the close frame.
+def socket_pairs() -> tuple[gevent.socket.socket, ...]:
+    """(relay's client end, test's client end, relay's target end, test's target end)."""
     client_ours, client_theirs = gevent.socket.socketpair()
     target_ours, target_theirs = gevent.socket.socketpair()
+    return client_ours, client_theirs, target_ours, target_theirs
+
+
+@pytest.mark.parametrize("client_answers", [False, True], ids=["silent", "client-closes-too"])
+def test_close_goes_out_whole_and_next_while_the_data_pump_holds_a_slow_client(
+    client_answers: bool,
+) -> None:
+    # In-process, with socket pairs: the data pump is blocked writing to a client that reads
+    # slowly; going_away() must not be starved, nothing may follow the close frame, and a client
+    # that sends its own close meanwhile must not make the relay cut a frame in half.
+    client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
     relay = Relay(client_ours, target_ours, BinaryCodec("binary"), close_timeout=3)
     runner = gevent.spawn(relay.run)
 
@@ -207,6 +218,9 @@ def test_close_goes_out_next_even_while_the_data_pump_holds_a_slow_client() -> N
         while relay.bytes_out < 16384:  # data flows, then the client's buffers fill up
             gevent.sleep(0.01)
         gevent.spawn(relay.going_away)
+        gevent.sleep(0)
+        if client_answers:
+            client_theirs.sendall(encode_frame(Opcode.CLOSE, b"\x03\xe8", mask=True))
         reader = gevent.spawn(read_slowly)
         outcome = runner.get()
         client_ours.close()
@@ -216,6 +230,42 @@ def test_close_goes_out_next_even_while_the_data_pump_holds_a_slow_client() -> N
     assert outcome.by == "server"
     assert [op for op, _ in frames].count(Opcode.CLOSE) == 1
     assert frames[-1] == (Opcode.CLOSE, (1001).to_bytes(2, "big") + b"server shutting down")
+
+
+def test_relay_waits_for_the_close_answer_of_a_client_still_uploading() -> None:
+    client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
+    relay = Relay(client_ours, target_ours, BinaryCodec("binary"), close_timeout=5)
+    runner = gevent.spawn(relay.run)
+    frame = encode_frame(Opcode.BINARY, b"u" * 4096, mask=True)
+
+    def upload() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client_theirs.sendall(frame)
+                gevent.sleep(0.001)
+
+    def drain_target() -> None:
+        with contextlib.suppress(OSError):
+            while target_theirs.recv(65536):
+                pass
+
+    uploader, drainer = gevent.spawn(upload), gevent.spawn(drain_target)
+    with gevent.Timeout(10):
+        while relay.bytes_in < 4096:
+            gevent.sleep(0.01)
+        gevent.spawn(relay.going_away)
+        gevent.sleep(0.3)
+        assert not runner.ready(), "the relay ended without the client's answer"
+        uploader.kill()
+        client_theirs.sendall(encode_frame(Opcode.CLOSE, b"\x03\xe9", mask=True))
+        outcome = runner.get()
+        client_ours.close()
+        received = b""
+        while chunk := client_theirs.recv(65536):
+            received += chunk
+    drainer.kill()
+    assert outcome.by == "server"
+    assert server_frames(received)[-1][0] == Opcode.CLOSE
 
 
 def test_close_1002_survives_a_client_still_sending(proxy) -> None:

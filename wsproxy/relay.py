@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import gevent.event
 from gevent.lock import Semaphore
 
 from wsproxy.codec import Codec
@@ -84,22 +86,36 @@ class Relay:
         self.bytes_out = 0  # payload bytes target -> client
         self.outcome: Outcome | None = None
         self._send_lock = Semaphore()
-        self._closing = False  # our close frame is queued: no data frame may follow it
-        self.close_sent = False  # ... and it was written
+        self._closing = False  # no data frame may be written any more (our close is due)
+        self._close_started = False  # an _end() is writing our close frame ...
+        self._close_done = gevent.event.Event()  # ... and has finished trying
+        self.close_sent = False  # ... and succeeded
+        self._deadline = 0.0  # the whole closing phase ends by then (set by the first _end)
         self.last_counts = (0, 0, 0.0)  # (bytes_in, bytes_out, when) for the idle sweeper
 
     def run(self, pending: bytes = b"") -> Outcome:
-        """Pump both ways until one side ends; ``pending`` are client bytes read with the head."""
+        """Pump both ways until one side ends; ``pending`` are client bytes read with the head.
+
+        The closing phase (our close frame, the client's answer, a lingering close after a
+        protocol error) takes at most ``close_timeout`` in all, and a pump is never killed while
+        it writes a frame to the client.
+        """
         up = gevent.spawn(self._pump_client, pending)
         down = gevent.spawn(self._pump_target)
         try:
             ready = gevent.wait([up, down], count=1)
             if up in ready:
-                down.kill()
+                # The client closed, broke the protocol or went away: stop the data pump
+                # between two frames, never inside one.
+                self._closing = True
+                with gevent.Timeout(self._left(), False), self._send_lock:
+                    down.kill()
             else:
-                # We sent our close frame (or the client is gone): give it time to answer.
-                up.join(timeout=self.close_timeout)
-                up.kill()
+                # The target side ended and our close is out or on its way: the client's
+                # answer ends the up pump (it forwards nothing any more).
+                up.join(timeout=self._left())
+            if self._close_started:
+                self._close_done.wait(timeout=self._left())  # e.g. going_away() still writing
         finally:
             up.kill()
             down.kill()
@@ -108,7 +124,7 @@ class Relay:
         if self.outcome.by == "proxy" and self.close_sent:
             # We stopped reading at the violation, the client may still be sending: closing with
             # unread input would reset the connection and could destroy our close frame.
-            linger_close(self.client, b"", self.close_timeout)
+            linger_close(self.client, b"", self._left())
         return self.outcome
 
     def going_away(
@@ -130,27 +146,34 @@ class Relay:
         view = memoryview(buf)
         recv_into = self.client.recv_into
         data: memoryview = memoryview(pending)
-        failed = "client"  # the side whose socket call is under way, for the error's blame
         try:
             while True:
                 if data:
                     decoded = codec.decode(data)
                     payloads = decoded.to_target
-                    if payloads:
+                    if self._closing:
+                        pass  # our close is due: only the client's answer matters now
+                    elif payloads:
                         # One write for all the frames of this read (64 per read at 1 KiB).
                         out = payloads[0] if len(payloads) == 1 else b"".join(payloads)
-                        failed = "target"
-                        _send_all(send, out)
-                        failed = "client"
-                        self.bytes_in += len(out)
-                        if recorder is not None:
-                            for payload in payloads:
-                                recorder.from_client(payload)
+                        try:
+                            _send_all(send, out)
+                        except OSError as exc:
+                            # Close with 1011, and go on reading for the client's answer.
+                            self._end_on_error("target", exc)
+                        else:
+                            self.bytes_in += len(out)
+                            if recorder is not None:
+                                for payload in payloads:
+                                    recorder.from_client(payload)
                     for frame in decoded.to_client:
-                        self._send_client(frame)
+                        if self._closing:
+                            break
+                        with contextlib.suppress(_Closing):
+                            self._send_client(frame)
                     if decoded.close is not None:
                         code, reason = decoded.close
-                        self._end("client", code, reason)
+                        self._end("client", code, reason)  # echoed, unless it answers ours
                         return
                 n = recv_into(buf)
                 if not n:
@@ -160,9 +183,7 @@ class Relay:
         except ProtocolError as exc:
             self._end("proxy", exc.close_code, exc.reason)
         except OSError as exc:
-            self._end_on_error(failed, exc)
-        except _Closing:
-            pass
+            self._end_on_error("client", exc)
 
     def _pump_target(self) -> None:
         encode = self.codec.encode
@@ -218,15 +239,24 @@ class Relay:
         """
         if self.outcome is None:
             self.outcome = Outcome(by, code, reason)
-        if not send or self._closing:
+            self._deadline = time.monotonic() + self.close_timeout
+        if not send or self._close_started:
             return
-        self._closing = True
+        self._close_started = self._closing = True
         try:
-            with gevent.Timeout(self.close_timeout), self._send_lock:
+            with gevent.Timeout(self._left()), self._send_lock:
                 _send_all(self.client.send, self.codec.close_frame(code, reason))
             self.close_sent = True
         except (OSError, gevent.Timeout):
             pass
+        finally:
+            self._close_done.set()
+
+    def _left(self) -> float:
+        """Time left in the closing phase (all of ``close_timeout`` before it began)."""
+        if not self._deadline:
+            return self.close_timeout
+        return max(self._deadline - time.monotonic(), 0.0)
 
 
 class _Closing(Exception):
