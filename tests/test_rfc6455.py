@@ -247,6 +247,12 @@ def test_encode_close_truncates_to_control_frame_limit() -> None:
     assert encode_close(None) == b""
 
 
+def test_encode_close_cuts_a_long_reason_at_a_character_boundary() -> None:
+    body = encode_close(1000, "é" * 100)  # 200 bytes of 2-byte characters
+    assert len(body) == 124
+    assert body[2:].decode("utf-8") == "é" * 61
+
+
 # --- base64 subprotocol --------------------------------------------------------------------------
 
 

@@ -40,6 +40,11 @@ def test_the_c_speedup_is_used_when_built() -> None:
     assert rfc6455.apply_mask is _speedups.apply_mask
 
 
+def test_pure_python_masking_refuses_a_short_mask_like_the_c_speedup() -> None:
+    with pytest.raises(ValueError):
+        rfc6455.py_apply_mask(b"data", b"abc")
+
+
 def test_c_speedup_refuses_a_short_mask() -> None:
     from wsproxy import _speedups
 

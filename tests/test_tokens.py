@@ -103,3 +103,29 @@ def test_sighup_reloads_tokens(run_proxy, tmp_path: Path, echo_server) -> None:
     os.kill(proc.proc.pid, 1)  # SIGHUP
     proc.wait_log(r"reloaded token_source=.* tokens=1")
     assert upgrade_status(proc.port, "/?token=late")[0] == 101
+
+
+def test_oversized_token_file_is_refused_not_cut(tmp_path: Path) -> None:
+    from wsproxy.tokenfile import MAX_TOKEN_FILE, TokenTable
+
+    path = tmp_path / "tokens"
+    path.write_text("a: h:1\n" + "#" * MAX_TOKEN_FILE + "\n")
+    with pytest.raises(ConfigError, match="token file over"):
+        TokenTable(str(path))
+
+
+def test_failed_reload_is_logged_once_and_the_old_table_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from wsproxy import tokenfile
+
+    path = tmp_path / "tokens"
+    path.write_text("a: h:1\n")
+    table = tokenfile.TokenTable(str(path))
+    path.write_text("a: h:1\nbroken line\n")
+    for _ in range(3):
+        table._checked = float("-inf")  # as if a second had passed
+        assert table.lookup(request("/?token=a")) == ("h", 1)  # type: ignore[arg-type]
+    failures = [r for r in caplog.records if "not reloaded" in r.getMessage()]
+    assert len(failures) == 1
+    assert "broken line" in failures[0].getMessage()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import gevent
+import gevent.socket
 import pytest
 from gevent import socket
 
@@ -59,11 +60,17 @@ def test_deadline_already_passed_raises_at_once() -> None:
 
 
 def test_linger_close_sends_the_answer_and_drains_until_the_client_closes() -> None:
-    ours, theirs = socket.socketpair()
+    # TCP, not a socket pair: closing with unread input makes TCP reset the connection, which
+    # can destroy the answer before the client reads it; the drain is what prevents that.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        theirs = socket.create_connection(server.getsockname())
+        ours_plain, _ = server.accept()
+    ours = gevent.socket.socket(fileno=ours_plain.detach())
     with ours, theirs:
         theirs.sendall(b"unread input" * 1000)
 
         def client() -> bytes:
+            gevent.sleep(0.2)  # the answer and the half-close arrive before we read
             got = b""
             while chunk := theirs.recv(65536):
                 got += chunk
@@ -71,5 +78,7 @@ def test_linger_close_sends_the_answer_and_drains_until_the_client_closes() -> N
             return got
 
         reader = gevent.spawn(client)
+        start = time.monotonic()
         linger_close(ours, b"answer", 5)
+        assert time.monotonic() - start >= 0.2  # it waited for the client to close
         assert reader.get(timeout=5) == b"answer"

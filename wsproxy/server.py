@@ -35,9 +35,8 @@ __all__ = ["WSProxy"]
 log = logging.getLogger(__name__)
 
 KILL_WAIT = 1.0  # seconds killed sessions get to unwind (close their sockets) after the deadline
-IDLE_SWEEP_MAX = (
-    5.0  # the idle sweeper looks at least this often (a quarter of idle_timeout if less)
-)
+IDLE_SWEEP_MAX = 5.0  # the idle sweeper looks every idle_timeout / 4, at most this long apart
+IDLE_SWEEP_MIN = 0.1  # ... and at least this long apart, whatever idle_timeout says
 
 
 class WSProxy(StreamServer):
@@ -210,12 +209,13 @@ class WSProxy(StreamServer):
         self._stopper.join()
 
     def _sweep_idle(self, idle: float) -> None:
-        """Close sessions in which no byte moved either way for ``idle`` seconds.
+        """Close sessions in which no data moved either way for ``idle`` seconds (pings and
+        other control frames do not count: they are not the user's traffic).
 
         One greenlet per server looks at the relays' byte counters now and then, so the pumps
         pay nothing for it (no timer per read)."""
         while not self._stopping:
-            gevent.sleep(min(idle / 4, IDLE_SWEEP_MAX))
+            gevent.sleep(min(max(idle / 4, IDLE_SWEEP_MIN), IDLE_SWEEP_MAX))
             now = time.monotonic()
             for session in list(self.sessions):
                 relay = session.relay

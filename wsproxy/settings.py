@@ -302,7 +302,8 @@ class Settings:
         0.0,
         parse_seconds,
         "seconds, 0 for none",
-        "close a session (1000, 'idle timeout') when no byte moved either way for this long",
+        "close a session (1000, 'idle timeout') when no data moved either way for this long "
+        "(pings do not count)",
         meta="SECS",
     )
     close_timeout: float = _setting(

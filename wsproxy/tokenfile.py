@@ -5,6 +5,7 @@ The I/O half of :mod:`wsproxy.tokens` (which parses the lines and finds a reques
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from http import HTTPStatus
@@ -15,6 +16,8 @@ from wsproxy.settings import Address
 from wsproxy.tokens import parse_tokens, token_of
 
 __all__ = ["CHECK_INTERVAL", "MAX_TOKEN_FILE", "TokenTable"]
+
+log = logging.getLogger(__name__)
 
 MAX_TOKEN_FILE = 4 * 1024 * 1024  # bytes read from one token file (security limit)
 CHECK_INTERVAL = 1.0  # seconds between checks of the files' modification times
@@ -32,6 +35,7 @@ class TokenTable:
         self._table: dict[str, Address] = {}
         self._stamp: tuple[tuple[str, float, int], ...] = ()
         self._checked = float("-inf")
+        self._failed: tuple[tuple[str, float, int], ...] = ()  # files that failed to load
         self.reload()
 
     def _files(self) -> list[str]:
@@ -55,7 +59,15 @@ class TokenTable:
             table: dict[str, Address] = {}
             for path, _, _ in stamp:
                 with open(path, encoding="utf-8") as f:
-                    table.update(parse_tokens(f.read(MAX_TOKEN_FILE), path))
+                    text = f.read(MAX_TOKEN_FILE + 1)
+                if len(text) > MAX_TOKEN_FILE:  # never cut a line in half into a wrong target
+                    raise ConfigError(
+                        f"token file over {MAX_TOKEN_FILE} characters",
+                        source=path,
+                        key="token_source",
+                        expected="a smaller file, or several files in a directory",
+                    )
+                table.update(parse_tokens(text, path))
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ConfigError(
@@ -74,10 +86,17 @@ class TokenTable:
             return
         self._checked = now
         try:
-            if self._current_stamp() != self._stamp:
-                self.reload()
-        except (OSError, ConfigError):
-            pass  # keep serving the last good table; the next check tries again
+            stamp = self._current_stamp()
+        except OSError:
+            return  # a file is being replaced; the next check sees the new one
+        if stamp in (self._stamp, self._failed):
+            return
+        try:
+            self.reload()
+        except ConfigError as exc:
+            # Keep serving the last good table; say so once per version of the files.
+            self._failed = stamp
+            log.error("token_source not reloaded, keeping the previous tokens: %s", exc)
 
     def __len__(self) -> int:
         return len(self._table)

@@ -74,9 +74,11 @@ class ValueFiles:
         # opens its file (after a fork too), for the directory. So: set the variable for the
         # files, and replace the value class chosen at import with the multiprocess one. Every
         # metric is created after this (the server is built next), so all of them use files.
+        self._previous_env = os.environ.get(MULTIPROC_ENV)
         os.environ[MULTIPROC_ENV] = self.path
         from prometheus_client import values
 
+        self._previous_class = values.ValueClass
         values.ValueClass = values.MultiProcessValue()
 
     def mark_dead(self, pid: int) -> None:
@@ -86,8 +88,16 @@ class ValueFiles:
         multiprocess.mark_process_dead(pid, self.path)
 
     def remove(self) -> None:
-        """Delete the directory (at the master's exit)."""
+        """Delete the directory (at the master's exit) and undo the switch to multiprocess mode,
+        so that code running on in this process (a host program, a test) is as before."""
+        from prometheus_client import values
+
         shutil.rmtree(self.path, ignore_errors=True)
+        values.ValueClass = self._previous_class
+        if self._previous_env is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = self._previous_env
 
 
 class DrainFlag:

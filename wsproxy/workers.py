@@ -271,7 +271,8 @@ class Arbiter:
             gevent.spawn(_stop_when_orphaned, self.pid)
             status = body()
         except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 1
+            # sys.exit() and sys.exit(None) mean success; a message means failure.
+            status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         except BaseException:
             log.exception("worker failed")
         finally:
