@@ -296,12 +296,7 @@ class Recorder:
         try:
             gevent.get_hub().threadpool.apply(_write_all, (fd, text.encode("ascii")))
         except OSError as exc:
-            log.warning(
-                "recording stopped peer=%s file=%s reason=%s",
-                self.peer,
-                self.path,
-                logfmt(exc.strerror or exc),
-            )
+            self._stopped(exc)
             self._close_file()
 
     def _close_file(self) -> None:
@@ -311,12 +306,16 @@ class Recorder:
             try:
                 os.close(fd)
             except OSError as exc:
-                log.warning(
-                    "recording stopped peer=%s file=%s reason=%s",
-                    self.peer,
-                    self.path,
-                    logfmt(exc.strerror or exc),
-                )
+                self._stopped(exc)
+
+    def _stopped(self, exc: OSError) -> None:
+        """The one log line of a recording that stopped on a write error (the session goes on)."""
+        log.warning(
+            "recording stopped peer=%s file=%s reason=%s",
+            self.peer,
+            self.path,
+            logfmt(exc.strerror or exc),
+        )
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -35,7 +35,7 @@ import gevent
 import gevent.event
 
 from wsproxy.metrics import Metrics, import_prometheus
-from wsproxy.workers import KILL_WAIT, STOP_KILL_AFTER, WAKE_INTERVAL, Arbiter, Worker
+from wsproxy.workers import STOP_KILL_AFTER, WAKE_INTERVAL, Arbiter, Worker
 
 __all__ = [
     "ENDPOINT_RESPAWN_DELAY",
@@ -154,22 +154,9 @@ class MetricsArbiter(Arbiter):
         self._draining.set()
 
     def on_stop(self) -> None:
-        if self.endpoint_pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.endpoint_pid, signal.SIGTERM)
-        deadline = time.monotonic() + ENDPOINT_STOP_TIMEOUT
-        while not self._endpoint_exited() and time.monotonic() < deadline:
-            time.sleep(WAKE_INTERVAL / 20)
-        if self.endpoint_pid is not None:
-            log.warning("metrics endpoint did not stop in time, killing pid=%d", self.endpoint_pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.endpoint_pid, signal.SIGKILL)
-            if not self._poll_until(self._endpoint_exited, KILL_WAIT):
-                log.error(
-                    "metrics endpoint did not go away after SIGKILL pid=%d, not waiting for it",
-                    self.endpoint_pid,
-                )
+        self.stop_child(
+            "metrics endpoint", self.endpoint_pid, self._endpoint_exited, ENDPOINT_STOP_TIMEOUT
+        )
 
     def handle_hup(self, signum: int) -> None:
         super().handle_hup(signum)

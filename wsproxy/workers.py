@@ -328,20 +328,30 @@ class Arbiter:
 
     def _stop_companion(self) -> None:
         """SIGTERM the companion (it stops its program), SIGKILL it if it outstays the grace."""
-        if self.companion_pid is None:
+        self.stop_child(
+            "companion",
+            self.companion_pid,
+            self._reap_companion,
+            self.graceful_timeout + STOP_KILL_AFTER,
+        )
+
+    def stop_child(
+        self, name: str, pid: int | None, exited: Callable[[], bool], grace: float
+    ) -> None:
+        """Stop a helper child: SIGTERM, up to ``grace`` for ``exited()`` to say it is gone,
+        then SIGKILL and ``KILL_WAIT`` more; never an unbounded wait (a process stuck in the
+        kernel is logged and left)."""
+        if pid is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.companion_pid, signal.SIGTERM)
-        self._poll_until(self._reap_companion, self.graceful_timeout + STOP_KILL_AFTER)
-        if self.companion_pid is not None:
-            log.warning("companion did not stop in time, killing pid=%d", self.companion_pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.companion_pid, signal.SIGKILL)
-            if not self._poll_until(self._reap_companion, KILL_WAIT):
-                log.error(
-                    "companion did not go away after SIGKILL pid=%d, not waiting for it",
-                    self.companion_pid,
-                )
+            os.kill(pid, signal.SIGTERM)
+        if self._poll_until(exited, grace):
+            return
+        log.warning("%s did not stop in time, killing pid=%d", name, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not self._poll_until(exited, KILL_WAIT):
+            log.error("%s did not go away after SIGKILL pid=%d, not waiting for it", name, pid)
 
     def _poll_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Wake on SIGCHLD (or every tenth of WAKE_INTERVAL) until ``done()`` or ``timeout``;
