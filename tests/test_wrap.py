@@ -150,6 +150,18 @@ def recv_all(conn: ClientConnection, timeout: float = 5) -> bytes:
         return data
 
 
+def one_shot_greetings(proxy: ProxyProcess, clients: int) -> set[bytes]:
+    """Connect ``clients`` times in a row to a wrapped ONE_SHOT program; its distinct greetings
+    (each names the pid of the run that served it)."""
+    greetings = set()
+    for _ in range(clients):
+        with ws(proxy) as conn:
+            greeting = recv_all(conn)
+        assert greeting.startswith(b"hello from ")
+        greetings.add(greeting)
+    return greetings
+
+
 def group_members(pgid: int) -> list[str]:
     """/proc/PID/stat of every process (zombies too) in process group ``pgid``."""
     found = []
@@ -258,13 +270,7 @@ def test_client_gets_502_when_program_never_listens(wrap) -> None:
 
 def test_respawn_serves_five_clients_in_a_row(wrap) -> None:
     proxy = wrap([*ONE_SHOT, "{port}"], "--wrap-mode=respawn")
-    greetings = set()
-    for _ in range(5):
-        with ws(proxy) as conn:
-            greeting = recv_all(conn)
-        assert greeting.startswith(b"hello from ")
-        greetings.add(greeting)
-    assert len(greetings) == 5  # five different processes
+    assert len(one_shot_greetings(proxy, 5)) == 5  # five different processes
     for restart in range(1, 5):
         proxy.wait_log(rf"wrap respawn name=python\S* restart={restart} delay=")
     assert len(set(re.findall(STARTED, proxy.log))) >= 5
@@ -479,13 +485,7 @@ def test_workers_share_one_program_and_sigterm_ends_its_group(wrap) -> None:
 
 def test_workers_respawned_program_is_found_on_its_new_port(wrap) -> None:
     proxy = wrap([*ONE_SHOT, "{port}"], "--workers=2", "--wrap-mode=respawn")
-    pids = set()
-    for _ in range(3):
-        with ws(proxy) as conn:
-            greeting = recv_all(conn)
-        assert greeting.startswith(b"hello from ")
-        pids.add(greeting)
-    assert len(pids) == 3  # three runs of the program, each on a fresh port
+    assert len(one_shot_greetings(proxy, 3)) == 3  # three runs, each on a fresh port
 
 
 def test_workers_exit_mode_master_exits_with_program_status(wrap) -> None:
