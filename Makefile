@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 # Debian packages the tests drive as real peers (installed when missing; see tools/).
-TEST_PACKAGES := socat chromium telnetd tigervnc-standalone-server systemd nginx nodejs
+TEST_PACKAGES := socat chromium telnetd tigervnc-standalone-server systemd nginx nodejs \
+	redis-server haproxy novnc
 
 .PHONY: all venv run test lint typecheck unit system-packages rebind clean bench
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on (\S+):(\d+)")
+LISTENING = re.compile(r"listening on (\S+?):?(\d+),")
+# The console script that `pip install` put beside this Python: what users run.
+WSPROXY = str(Path(sys.executable).with_name("wsproxy"))
 
 
 class EchoServer:
@@ -67,7 +69,7 @@ class ProxyProcess:
         self.args = args
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wsproxy", *args],
+            [WSPROXY, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bench.frames import FrameCounter, client_frame, close_frame
-from wsproxy import rfc6455
+from wsproxy.protocol import rfc6455
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 70000]
 

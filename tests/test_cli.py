@@ -85,7 +85,12 @@ def test_library_settings_accept_text_forms() -> None:
 @pytest.mark.parametrize(
     ("text", "key", "line", "expected"),
     [
-        ("[wsproxy]\nlisten = 1\ntarget = a:1\nbogus = 1\n", "bogus", 4, "one of listen, target"),
+        (
+            "[wsproxy]\nlisten = 1\ntarget = a:1\nbogus = 1\n",
+            "bogus",
+            4,
+            "one of listen, prefer_ipv6",
+        ),
         ("[wsproxy]\nlisten = 99999\ntarget = a:1\n", "listen", 2, "[ADDR:]PORT"),
         ("[wsproxy]\nlisten = 1\ntarget = nohost\n", "target", 3, "HOST:PORT"),
         ("[wsproxy]\nlisten = 1\ntarget = a:1\nhixie = maybe\n", "hixie", 4, "yes or no"),
@@ -130,7 +135,7 @@ def test_ini_syntax_error_and_missing_section(tmp_path: Path) -> None:
         (["--bogus", "6080", "a:1"], "unknown option --bogus"),
         (["--max-connections", "x", "6080", "a:1"], "max_connections: bad value 'x'"),
         (["-c", "/nonexistent/wsproxy.ini"], "/nonexistent/wsproxy.ini: cannot read the file"),
-        (["1", "a:1", "extra"], "arguments do not match the usage"),
+        (["1", "a:1", "extra"], "too many arguments: 'extra'"),
     ],
 )
 def test_bad_input_exits_2_with_message(args: list[str], message: str) -> None:

@@ -6,10 +6,10 @@ import base64
 
 import pytest
 
-from wsproxy.codec import Base64Codec, BinaryCodec, HixieCodec
 from wsproxy.errors import CloseCode, ProtocolError
-from wsproxy.hixie import encode_frame as hixie_frame
-from wsproxy.rfc6455 import Opcode, encode_frame
+from wsproxy.protocol.codec import Base64Codec, BinaryCodec, HixieCodec
+from wsproxy.protocol.hixie import encode_frame as hixie_frame
+from wsproxy.protocol.rfc6455 import Opcode, encode_frame
 
 
 def frames(*parts: tuple[int, bytes, bool]) -> memoryview:

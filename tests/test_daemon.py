@@ -173,7 +173,6 @@ def test_missing_syslog_socket_fails_in_foreground_with_status_1(
     result = wsproxy(
         "-D",
         "--syslog",
-        "--syslog-address",
         "no.sock",
         "127.0.0.1:0",
         echo_server.address,
@@ -289,7 +288,8 @@ def test_relative_paths_still_name_the_same_files_after_detaching(
     tokens.write_text(f"first: {echo_server.address}\nsecond: {echo_server.address}\n")
     os.kill(daemon.pid, signal.SIGHUP)  # re-read from "/" as cwd: only an absolute path works
     wait_until(
-        lambda: f"reloaded token_source={tokens} tokens=2" in daemon.log(), what="token reload"
+        lambda: f"reloaded targets=by token from {tokens} (2 tokens)" in daemon.log(),
+        what="token reload",
     )
     echo_once_to(f"ws://127.0.0.1:{daemon.port}/?token=second")
 
@@ -325,9 +325,7 @@ def test_syslog_receives_log_lines(tmp_path: Path, echo_server: EchoServer, run_
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
         syslog.bind(str(address))
         syslog.settimeout(5)
-        proxy = run_proxy(
-            ["--syslog", "--syslog-address", str(address), "127.0.0.1:0", echo_server.address]
-        )
+        proxy = run_proxy(["--syslog", str(address), "127.0.0.1:0", echo_server.address])
         pid = proxy.proc.pid
         # <28>, <30>: facility daemon (3) * 8 + severity warning (4), info (6)
         warning = syslog.recv(4096).decode()  # origins is empty: said first

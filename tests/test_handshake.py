@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsproxy.errors import HandshakeError
-from wsproxy.handshake import (
+from wsproxy.protocol.handshake import (
     MAX_HEAD_BYTES,
     Kind,
     accept_rfc6455,

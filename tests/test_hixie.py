@@ -8,8 +8,8 @@ import os
 import pytest
 
 from wsproxy.errors import CloseCode, HandshakeError, ProtocolError
-from wsproxy.handshake import parse_request
-from wsproxy.hixie import (
+from wsproxy.protocol.handshake import parse_request
+from wsproxy.protocol.hixie import (
     CLOSE_FRAME,
     HixieClose,
     HixieParser,

@@ -1,4 +1,4 @@
-"""wsproxy.policy: the Flash cross-domain policy document and its settings."""
+"""wsproxy.protocol.policy: the Flash cross-domain policy document and its settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from wsproxy.errors import ConfigError
-from wsproxy.policy import parse_domain, parse_ports, policy_response
+from wsproxy.protocol.policy import parse_domain, parse_ports, policy_response
 from wsproxy.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""PROXY protocol v1/v2 parsing, bytes only (wsproxy/proxyproto.py)."""
+"""PROXY protocol v1/v2 parsing, bytes only (wsproxy/protocol/proxyproto.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from wsproxy.forwarded import TrustedProxies, forwarded_client
-from wsproxy.proxyproto import (
+from wsproxy.protocol.forwarded import TrustedProxies, forwarded_client
+from wsproxy.protocol.proxyproto import (
     MAX_HEADER_BYTES,
     NEED_DATA,
     ProxyHeader,
@@ -136,7 +136,7 @@ def test_v1_line_of_exactly_107_bytes_is_accepted() -> None:
     assert parse(line) == ProxyHeader(1, 107)
 
 
-# -- trusted_proxies and X-Forwarded-For (wsproxy/forwarded.py) --
+# -- trusted_proxies and X-Forwarded-For (wsproxy/protocol/forwarded.py) --
 
 TRUSTED = TrustedProxies(["127.0.0.1", "10.0.0.0/8", "fd00::/8"])
 

@@ -126,7 +126,7 @@ def test_record_show_prints_every_byte_of_both_directions(recorded: Path) -> Non
 
 
 def test_record_stats_prints_the_totals(recorded: Path) -> None:
-    result = wsproxy("wsproxy.record", "stats", str(recorded))
+    result = wsproxy("wsproxy", "record", "stats", str(recorded))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     fields = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in out.splitlines())

@@ -17,9 +17,9 @@ from conftest import read_http_head
 from websockets.sync.client import connect
 from wsraw import RawClient
 
-from wsproxy.codec import BinaryCodec
+from wsproxy.protocol.codec import BinaryCodec
+from wsproxy.protocol.rfc6455 import Opcode, encode_frame
 from wsproxy.relay import Relay
-from wsproxy.rfc6455 import Opcode, encode_frame
 
 LIMIT = 48 << 20  # kernel socket buffers on loopback can hold a few MiB each way; we hold 64 KiB
 
@@ -300,7 +300,7 @@ def test_close_1002_survives_a_client_still_sending(proxy) -> None:
 
 
 def test_idle_session_is_closed_and_a_busy_one_is_not(run_proxy, echo_server) -> None:
-    proc = run_proxy(["--idle-timeout", "0.6", "127.0.0.1:0", echo_server.address])
+    proc = run_proxy(["--session-idle-timeout", "0.6", "127.0.0.1:0", echo_server.address])
     idle, busy = RawClient(proc.port), RawClient(proc.port)
     start = time.monotonic()
     while time.monotonic() - start < 1.5:  # the busy one talks every 0.1 s, past the timeout

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from wsproxy.errors import CloseCode, ProtocolError
-from wsproxy.rfc6455 import (
+from wsproxy.protocol.rfc6455 import (
     Base64Decoder,
     Close,
     Data,

@@ -15,8 +15,8 @@ from conftest import free_port, read_http_head, read_until_closed
 from wsraw import Opcode, RawClient
 
 from wsproxy import WSProxy
-from wsproxy.hixie import CLOSE_FRAME, HixieParser, encode_frame
-from wsproxy.rfc6455 import encode_frame as rfc_encode_frame
+from wsproxy.protocol.hixie import CLOSE_FRAME, HixieParser, encode_frame
+from wsproxy.protocol.rfc6455 import encode_frame as rfc_encode_frame
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -325,9 +325,13 @@ def test_one_handshake_deadline_covers_every_step(run_proxy, echo_server) -> Non
 def test_unexpected_error_is_logged_and_the_client_socket_closed(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, echo_server
 ) -> None:
-    class Broken(WSProxy):
-        def connect_target(self, request):  # type: ignore[no-untyped-def]
+    class BrokenTargets:
+        def open(self, request):  # type: ignore[no-untyped-def]
             raise RuntimeError("a bug in a hook")
+
+    class Broken(WSProxy):
+        def make_targets(self, settings):  # type: ignore[no-untyped-def]
+            return BrokenTargets()
 
     hub = gevent.get_hub()
     hub_errors = io.StringIO()

@@ -1,10 +1,10 @@
-"""wsproxy.sniff: the first bytes decide TLS, Flash policy or HTTP; a prefix waits for more."""
+"""wsproxy.protocol.sniff: the first bytes decide TLS, Flash policy or HTTP; a prefix waits."""
 
 from __future__ import annotations
 
 import pytest
 
-from wsproxy.sniff import POLICY_REQUEST, Kind, classify
+from wsproxy.protocol.sniff import POLICY_REQUEST, Kind, classify
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from wsproxy import rfc6455
+from wsproxy.protocol import rfc6455
 
 # Around the fallback's switch to translate passes, the C word loop's tail, and odd lanes.
 SIZES = [0, 1, 3, 4, 7, 8, 9, 31, 1023, 1024, 1025, 4097, 65536, 65539]

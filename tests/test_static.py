@@ -1,4 +1,4 @@
-"""wsproxy.static: safe request paths, byte ranges and conditional GET, without sockets."""
+"""wsproxy.protocol.static: safe request paths, byte ranges and conditional GET, without sockets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from http import HTTPStatus
 import pytest
 
 from wsproxy.errors import HandshakeError
-from wsproxy.static import (
+from wsproxy.protocol.static import (
     ByteRange,
     RangeNotSatisfiable,
     content_type,

@@ -22,7 +22,7 @@ from test_cli import run_cli
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.sync.client import connect
 
-from wsproxy.sniff import POLICY_REQUEST
+from wsproxy.protocol.sniff import POLICY_REQUEST
 
 
 @pytest.fixture(scope="module")

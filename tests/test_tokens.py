@@ -12,7 +12,7 @@ from conftest import EchoServer, read_http_head, read_until_closed
 from websockets.sync.client import connect
 
 from wsproxy.errors import ConfigError
-from wsproxy.handshake import parse_request
+from wsproxy.protocol.handshake import parse_request
 from wsproxy.tokens import parse_tokens, token_of
 
 
@@ -101,7 +101,7 @@ def test_sighup_reloads_tokens(run_proxy, tmp_path: Path, echo_server) -> None:
     proc = run_proxy(["--token-source", str(path), "127.0.0.1:0"])
     path.write_text(f"late: {echo_server.address}\n")
     os.kill(proc.proc.pid, 1)  # SIGHUP
-    proc.wait_log(r"reloaded token_source=.* tokens=1")
+    proc.wait_log(r"reloaded targets=by token from .* \(1 tokens\)")
     assert upgrade_status(proc.port, "/?token=late")[0] == 101
 
 
@@ -125,7 +125,7 @@ def test_failed_reload_is_logged_once_and_the_old_table_kept(
     path.write_text("a: h:1\nbroken line\n")
     for _ in range(3):
         table._checked = float("-inf")  # as if a second had passed
-        assert table.lookup(request("/?token=a")) == ("h", 1)  # type: ignore[arg-type]
+        assert table.find(request("/?token=a")) == ("h", 1)  # type: ignore[arg-type]
     failures = [r for r in caplog.records if "not reloaded" in r.getMessage()]
     assert len(failures) == 1
     assert "broken line" in failures[0].getMessage()

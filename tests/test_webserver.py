@@ -148,7 +148,6 @@ TRAVERSALS = [
     "/..;/secret.txt",
     "http://127.0.0.1/../secret.txt",
     "secret.txt",
-    "/noindex/",
     "/fifo",
 ]
 
@@ -204,20 +203,20 @@ def test_directory_without_slash_redirects(conn: HttpConn) -> None:
     assert conn.get("/sub/")[::2] == (200, b"sub index\n")
 
 
-def test_directory_listing_is_off_by_default(conn: HttpConn) -> None:
-    status, _, body = conn.get("/noindex/")
-    assert status == 403
-    assert b"c.txt" not in body
-
-
-def test_directory_listing_when_enabled(run_proxy, site: Path, echo_server) -> None:  # type: ignore[no-untyped-def]
-    proc = run_proxy(
-        ["127.0.0.1:0", echo_server.address, "--web", str(site / "root"), "--web-listing"]
-    )
-    status, headers, body = fetch(proc.port, "/noindex/")
+def test_directory_listing_is_on_by_default_as_in_websockify(conn: HttpConn) -> None:
+    status, headers, body = conn.get("/noindex/")
     assert status == 200
     assert headers["content-type"].startswith("text/html")
     assert b'href="c.txt"' in body
+
+
+def test_file_only_switches_the_listing_off(run_proxy, site: Path, echo_server) -> None:  # type: ignore[no-untyped-def]
+    proc = run_proxy(
+        ["127.0.0.1:0", echo_server.address, "--web", str(site / "root"), "--file-only"]
+    )
+    status, _, body = fetch(proc.port, "/noindex/")
+    assert status == 403
+    assert b"c.txt" not in body
 
 
 def test_missing_file_is_404(conn: HttpConn) -> None:

@@ -8,7 +8,7 @@ import socket
 
 from conftest import read_http_head
 
-from wsproxy.rfc6455 import Close, Data, FrameParser, Opcode, encode_frame
+from wsproxy.protocol.rfc6455 import Close, Data, FrameParser, Opcode, encode_frame
 
 
 class RawClient:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import signal
 import sys
 import textwrap
@@ -38,20 +37,24 @@ __all__ = ["build_usage", "main", "parse_args", "run", "serve", "setup_logging"]
 log = logging.getLogger("wsproxy")
 
 USAGE_HEAD = """\
-wsproxy {version}: a WebSockets-to-TCP proxy.
+wsproxy {version}: a WebSockets-to-TCP proxy, command-line compatible with websockify.
 
 Usage:
-  wsproxy [options] [<listen> [<target>]]
-  wsproxy [options] <listen> -- <program>...
-  wsproxy record (show | stats) <file>
+  wsproxy [options] [<arg>...]
   wsproxy (-h | --help)
   wsproxy --version
 
-Arguments:
-  <listen>   [ADDR:]PORT to listen on, e.g. 6080, 0.0.0.0:6080, [::1]:6080
-  <target>   HOST:PORT of the TCP service, e.g. localhost:5900
-  <program>  a program to start and relay to: its bind() of the <listen> port is moved to a
-             free loopback port (rebind.so), e.g. -- python3 -m http.server 8000
+The <arg>s take websockify's forms:
+  wsproxy [options] [SOURCE_ADDR:]SOURCE_PORT TARGET_ADDR:TARGET_PORT
+  wsproxy [options] --token-plugin CLASS [--token-source ARG] [SOURCE_ADDR:]SOURCE_PORT
+  wsproxy [options] --unix-target FILE [SOURCE_ADDR:]SOURCE_PORT
+  wsproxy [options] [SOURCE_ADDR:]SOURCE_PORT -- WRAP_COMMAND_LINE
+  wsproxy [options] (--unix-listen FILE | --inetd) TARGET_ADDR:TARGET_PORT
+  wsproxy record (show | stats) FILE
+SOURCE_PORT alone listens on every address, IPv4 and IPv6; addresses are written
+0.0.0.0:6080, localhost:6080, [::1]:6080; targets localhost:5900, [::1]:5900 or ::1:5900.
+After --, a program to start and relay to: its bind() of SOURCE_PORT is moved to a free
+loopback port (rebind.so), e.g. -- python3 -m http.server 6080
 
 Options:
   -h, --help               show this help and exit
@@ -82,18 +85,28 @@ def build_usage() -> str:
 
 
 def parse_args(argv: Sequence[str]) -> Settings:
-    """Command line (and the file it names) -> validated Settings. Raises ConfigError."""
+    """Command line (and the file it names) -> validated Settings. Raises ConfigError.
+
+    The positional arguments are assigned as websockify assigns them: the listen address
+    (unless ``--inetd`` or ``--unix-listen`` replaces it), then the target (unless a token
+    plug-in, a UNIX target or a program after ``--`` chooses it).
+    """
+    argv = list(argv)
+    program: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, program = argv[:cut], argv[cut + 1 :]
+        if not program:
+            raise ConfigError("no program after --; see wsproxy --help", source="command line")
     usage = build_usage()
     known = {"-h", "--help", "--version", "-c", "--config"}
     known |= {name for row in SETTINGS for name in (row.flag, row.short) if name}
     for arg in argv:
-        if arg == "--":
-            break
         name = arg.split("=", 1)[0]
         if name.startswith("--") and name not in known:
             raise ConfigError(f"unknown option {name}; see wsproxy --help", source="command line")
     try:
-        args = docopt(usage, list(argv), default_help=False)
+        args = docopt(usage, argv, default_help=False)
     except DocoptExit as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         message = "arguments do not match the usage" if "Warning" in first or not first else first
@@ -114,20 +127,40 @@ def parse_args(argv: Sequence[str]) -> Settings:
                 cli[row.name] = not row.flag.startswith("--no-")
         elif value is not None:
             cli[row.name] = value
-    if args["<listen>"] is not None:
-        cli["listen"] = args["<listen>"]
-    if args["<target>"] is not None:
-        if args["<target>"] == "--":
-            raise ConfigError("no program after --; see wsproxy --help", source="command line")
-        cli["target"] = args["<target>"]
-    if args["<program>"]:
-        cli["wrap"] = tuple(args["<program>"])
+    if program:
+        cli["wrap"] = tuple(program)
     ini: dict[str, tuple[str, int]] = {}
     source = ""
     if args["--config"]:
         source = args["--config"]
         ini = read_ini(_read_file(source), source)
+    cli.update(_positionals(args["<arg>"], cli, ini))
     return Settings.load(ini=ini, ini_source=source, cli=cli)
+
+
+def _positionals(
+    values: list[str], cli: dict[str, Any], ini: dict[str, tuple[str, int]]
+) -> dict[str, str]:
+    """Name the positional arguments: ``listen`` then ``target``, each where it is needed."""
+
+    def given(name: str) -> bool:
+        if name in cli:
+            return bool(cli[name])
+        text = ini.get(name, ("", 0))[0].strip().lower()
+        return bool(text) and text not in ("0", "no", "false", "off")
+
+    names = []
+    if not (given("inetd") or given("unix_listen")):
+        names.append("listen")
+    chosen = ("wrap", "unix_target", "token_plugin", "token_source", "target_config")
+    if not any(given(name) for name in chosen):
+        names.append("target")
+    if len(values) > len(names):
+        extra = values[len(names)]
+        raise ConfigError(
+            f"too many arguments: {extra!r}; see wsproxy --help", source="command line"
+        )
+    return dict(zip(names, values, strict=False))
 
 
 def _read_file(path: str) -> str:
@@ -268,8 +301,6 @@ def _cannot_listen(settings: Settings, exc: OSError) -> StartupError:
 
 
 def _log_listening(server: WSProxy) -> None:
-    from wsproxy.session import target_name
-
     settings = server.settings
     if not settings.origins:
         # Said whatever the listen address: a loopback-only proxy is exactly what a page in the
@@ -281,10 +312,7 @@ def _log_listening(server: WSProxy) -> None:
     log.info(
         "listening on %s, target %s",
         format_address(server.address),
-        format_address(settings.target)
-        or (target_name(settings.unix_target) if settings.unix_target else "")
-        or (shlex.join(settings.wrap) if settings.wrap else "")
-        or f"by token from {settings.token_source}",
+        server.targets.describe(),
     )
 
 

@@ -33,6 +33,14 @@ PID_FILE_MODE = 0o644
 READY_TIMEOUT = 30.0  # seconds the foreground waits for the daemon to report
 READY_WORD = b"ready\n"
 MAX_REPORT_BYTES = 4096  # a failure report is one line
+# Built-in token plug-ins whose source is a file or directory (the others take an address or
+# a URL): relative sources are made absolute with the path settings.
+PATH_TOKEN_PLUGINS = (
+    "TokenFile",
+    "ReadOnlyTokenFile",
+    "TokenFileName",
+    "UnixDomainSocketDirectory",
+)
 STARTUP_FAILED = 1  # exit status of the foreground when the daemon could not start (StartupError)
 
 
@@ -44,6 +52,8 @@ def absolute_paths(settings: Settings) -> Settings:
         for row in SETTINGS
         if row.parse is parse_path and isinstance(value := getattr(settings, row.name), str)
     }
+    if settings.token_plugin in PATH_TOKEN_PLUGINS and settings.token_source:
+        changes["token_source"] = os.path.abspath(settings.token_source)
     return settings.replace(**changes) if changes else settings
 
 

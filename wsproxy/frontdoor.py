@@ -12,17 +12,14 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING
 
-from wsproxy import policy, sniff, tls
+from wsproxy import tls
 from wsproxy.errors import ClientGone
 from wsproxy.logs import logfmt
+from wsproxy.protocol import policy, sniff
 from wsproxy.settings import Settings
 from wsproxy.webserver import WebServer
-from wsproxy.wire import read_until
-
-if TYPE_CHECKING:
-    from wsproxy.session import Session
+from wsproxy.wire import Connection, read_until
 
 __all__ = ["FrontDoor"]
 
@@ -46,7 +43,7 @@ class FrontDoor:
         self.ssl_context = tls.make_context(settings)
         self.web = (
             WebServer(
-                settings.web, listing=settings.web_listing, close_timeout=settings.close_timeout
+                settings.web, listing=not settings.file_only, close_timeout=settings.close_timeout
             )
             if settings.web
             else None
@@ -61,7 +58,7 @@ class FrontDoor:
             self._policy = policy.policy_response(self.settings.policy_domain, ports)
         return self._policy
 
-    def open(self, session: Session) -> bytes | None:
+    def open(self, session: Connection) -> bytes | None:
         """Sniff the connection and handle what is not HTTP.
 
         Returns the bytes read so far of an HTTP request (the session reads the rest of its head
@@ -83,12 +80,12 @@ class FrontDoor:
             if not self.settings.policy:
                 log.info("refused peer=%s reason=%s", session.peer, logfmt("flash policy is off"))
                 return None
-            session.sock.sendall(self.policy_answer(session.server.server_port))
+            session.sock.sendall(self.policy_answer(session.listen_port))
             log.info("policy peer=%s secure=%s", session.peer, session.secure)
             return None
         return data
 
-    def sniff(self, session: Session) -> tuple[sniff.Kind, bytes]:
+    def sniff(self, session: Connection) -> tuple[sniff.Kind, bytes]:
         """Classify the connection by its first bytes, within the session's deadline.
 
         On a plain socket the first byte is only peeked, so that a TLS library wrapping it reads
@@ -109,7 +106,7 @@ class FrontDoor:
             kind = sniff.Kind.HTTP
         return kind, bytes(buf)
 
-    def start_tls(self, session: Session) -> bool:
+    def start_tls(self, session: Connection) -> bool:
         """Wrap the session's socket and shake hands; False (logged) when that cannot be done."""
         if self.ssl_context is None:
             if not self._told_no_cert:

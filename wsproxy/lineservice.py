@@ -12,7 +12,7 @@ from typing import Any
 
 from gevent.server import StreamServer
 
-from wsproxy.settings import format_address, parse_listen
+from wsproxy.settings.values import format_address, parse_listen
 
 __all__ = ["LineService", "main"]
 

@@ -104,7 +104,7 @@ def open_handlers(settings: Settings) -> list[logging.Handler]:
     for handler in handlers:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     if settings.syslog:
-        handler = _syslog_handler(settings.syslog_address)
+        handler = _syslog_handler(settings.syslog)
         handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
         handlers.append(handler)
     return handlers
@@ -127,7 +127,7 @@ def _syslog_handler(address: str) -> logging.Handler:
             address=path, facility=logging.handlers.SysLogHandler.LOG_DAEMON, socktype=socktype
         )
     # No silent fall-back to UDP: a daemon's log sent to a port nobody reads would just vanish.
-    raise StartupError("cannot reach syslog (" + "; ".join(errors) + "); set syslog_address")
+    raise StartupError("cannot reach syslog (" + "; ".join(errors) + "); check --syslog")
 
 
 def _probe_unix_socket(path: str) -> socket.SocketKind:

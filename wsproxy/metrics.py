@@ -23,7 +23,7 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from wsproxy.errors import CloseCode, ConfigError
-from wsproxy.rfc6455 import check_close_code
+from wsproxy.protocol.rfc6455 import check_close_code
 from wsproxy.settings import Address, Settings, format_address
 
 __all__ = ["CONNECT_BUCKETS", "Metrics", "NullMetrics", "import_prometheus", "open_metrics"]

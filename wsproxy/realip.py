@@ -2,7 +2,8 @@
 
 The header is found by peeking, then exactly its bytes are consumed: what follows (a TLS
 ClientHello, an HTTP request) stays in the socket for the next step, which may sniff it too.
-The parsing itself is :mod:`wsproxy.proxyproto`; trust is :mod:`wsproxy.forwarded`.
+The parsing itself is :mod:`wsproxy.protocol.proxyproto`; trust is
+:mod:`wsproxy.protocol.forwarded`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 import gevent.socket
 
-from wsproxy import proxyproto
-from wsproxy.proxyproto import ProxyHeader, ProxyHeaderError, Sniff
+from wsproxy.protocol import proxyproto
+from wsproxy.protocol.proxyproto import ProxyHeader, ProxyHeaderError, Sniff
 
 __all__ = ["receive_proxy_header"]
 

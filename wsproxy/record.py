@@ -390,11 +390,3 @@ def _printable(data: bytes) -> str:
     # The file's escaping without the quote escape: shows every byte, sends no control
     # character to the terminal.
     return data.decode("latin-1").encode("unicode_escape").decode("ascii")
-
-
-if __name__ == "__main__":
-    import sys
-
-    from wsproxy.cli import main
-
-    main(["record", *sys.argv[1:]])

@@ -27,8 +27,8 @@ import gevent
 import gevent.event
 from gevent.lock import Semaphore
 
-from wsproxy.codec import Codec
 from wsproxy.errors import CloseCode, ProtocolError
+from wsproxy.protocol.codec import Codec
 from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]

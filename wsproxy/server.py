@@ -18,15 +18,16 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from wsproxy.context import Context
 from wsproxy.errors import CloseCode, ConfigError, StartupError
-from wsproxy.forwarded import TrustedProxies
 from wsproxy.frontdoor import FrontDoor
-from wsproxy.handshake import Request
 from wsproxy.metrics import open_metrics
-from wsproxy.record import Recorder, Recordings
+from wsproxy.protocol.forwarded import TrustedProxies
+from wsproxy.record import Recordings
 from wsproxy.relay import scratch_buffer
-from wsproxy.session import Session, connect, target_name
+from wsproxy.session import Session
 from wsproxy.settings import Address, Settings, format_address
+from wsproxy.targets import Connector, FixedTarget, Targets, TokenTargets, WrappedTarget
 from wsproxy.tokenfile import TokenTable
 from wsproxy.wrap import WrappedProgram
 
@@ -35,8 +36,10 @@ __all__ = ["WSProxy"]
 log = logging.getLogger(__name__)
 
 KILL_WAIT = 1.0  # seconds killed sessions get to unwind (close their sockets) after the deadline
-IDLE_SWEEP_MAX = 5.0  # the idle sweeper looks every idle_timeout / 4, at most this long apart
-IDLE_SWEEP_MIN = 0.1  # ... and at least this long apart, whatever idle_timeout says
+IDLE_SWEEP_MAX = (
+    5.0  # the idle sweeper looks every session_idle_timeout / 4, at most this long apart
+)
+IDLE_SWEEP_MIN = 0.1  # ... and at least this long apart, whatever session_idle_timeout says
 
 
 class WSProxy(StreamServer):
@@ -70,7 +73,7 @@ class WSProxy(StreamServer):
         self.settings = settings
         self.frontdoor = FrontDoor(settings)  # TLS context, web root: built once, checked now
         self.sessions: set[Session] = set()
-        self.tokens = TokenTable(settings.token_source) if settings.token_source else None
+        self._context: Context | None = None
         self._stopping = False
         self._stopper: gevent.Greenlet | None = None
         self._sweeper: gevent.Greenlet | None = None
@@ -95,40 +98,51 @@ class WSProxy(StreamServer):
                 stop_grace=settings.graceful_timeout,
                 on_restart=self.metrics.wrap_restarts.inc,
             )
+        self.targets = self.make_targets(settings)
         # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
         pool = Pool(settings.max_connections or None)
         super().__init__(settings.listen, spawn=pool)
 
-    # -- hooks that features override --
+    # -- what sessions share --
 
-    def connect_target(self, request: Request) -> tuple[Any, str]:
-        """Open a connection to the target for a client that has asked to be relayed.
-
-        Returns the socket and the target's name for the log.
-        Raises HandshakeError: 502 if the target cannot be reached, 400/404 for a bad token.
-        """
+    def make_targets(self, settings: Settings) -> Targets:
+        """The target selection the settings ask for (see :mod:`wsproxy.targets`)."""
         if self.wrapped is not None:
-            return self.wrapped.connect()
-        target: Address | str | None = self.settings.unix_target or self.settings.target
-        if self.tokens is not None:
-            target = self.tokens.lookup(request)
+            return WrappedTarget(self.wrapped)
+        connector = Connector(settings)
+        if settings.token_plugin:
+            assert settings.token_source is not None
+            return TokenTargets(TokenTable(settings.token_source), connector)
+        target = settings.unix_target or settings.target
         assert target is not None
-        return connect(target, self.settings.connect_timeout), target_name(target)
+        return FixedTarget(target, connector)
+
+    @property
+    def context(self) -> Context:
+        """What the next session is started with (built once it is bound)."""
+        if self._context is not None:
+            return self._context
+        context = Context(
+            settings=self.settings,
+            frontdoor=self.frontdoor,
+            targets=self.targets,
+            metrics=self.metrics,
+            trusted_proxies=self.trusted_proxies,
+            recordings=self.recordings,
+            scratch=self.scratch,
+            listen_port=self.server_port if self.socket is not None else 0,
+        )
+        if self.socket is not None:
+            self._context = context
+        return context
 
     def reload(self) -> None:
         """SIGHUP: re-read what can change without a restart (the token source)."""
-        if self.tokens is not None:
-            try:
-                self.tokens.reload()
-                log.info("reloaded token_source=%s tokens=%d", self.tokens.source, len(self.tokens))
-            except ConfigError as exc:
-                log.error("reload failed, keeping the previous tokens: %s", exc)
-
-    def open_recorder(self, session: Session) -> Recorder | None:
-        """A recorder for the session's traffic, or None."""
-        if self.recordings is None:
-            return None
-        return self.recordings.open(session.peer, session.started)
+        try:
+            self.targets.reload()
+            log.info("reloaded targets=%s", self.targets.describe())
+        except ConfigError as exc:
+            log.error("reload failed, keeping the previous tokens: %s", exc)
 
     # -- wrapped program --
 
@@ -142,8 +156,8 @@ class WSProxy(StreamServer):
             program cannot be started.
         """
         super().start()
-        if self.settings.idle_timeout > 0:
-            self._sweeper = gevent.spawn(self._sweep_idle, self.settings.idle_timeout)
+        if self.settings.session_idle_timeout > 0:
+            self._sweeper = gevent.spawn(self._sweep_idle, self.settings.session_idle_timeout)
         try:
             self.metrics.start(healthy=lambda: not self._stopping)
             if self.wrapped is not None and run_program:
@@ -185,7 +199,7 @@ class WSProxy(StreamServer):
         if self._stopping:  # accepted just before stop() began: it will not be closed, so drop it
             sock.close()
             return
-        session = self.session_class(sock, address, self)
+        session = self.session_class(sock, address, self.context)
         log.debug("accepted peer=%s", session.peer)
         self.sessions.add(session)
         try:

@@ -9,30 +9,28 @@ writes exactly one line when it ends.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import socket
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 import gevent.socket
 
-from wsproxy import handshake, hixie, realip
-from wsproxy.codec import make_codec
+from wsproxy import realip
+from wsproxy.context import Context
 from wsproxy.errors import ClientGone, CloseCode, HandshakeError, HandshakeTimeout
-from wsproxy.forwarded import forwarded_client
-from wsproxy.handshake import Kind, Request
 from wsproxy.logs import logfmt
+from wsproxy.protocol import handshake, hixie
+from wsproxy.protocol.codec import make_codec
+from wsproxy.protocol.forwarded import forwarded_client
+from wsproxy.protocol.handshake import Kind, Request
 from wsproxy.relay import Outcome, Relay
-from wsproxy.settings import Address, format_address
+from wsproxy.settings import format_address
 from wsproxy.wire import Deadline, linger_close, read_until
 
-if TYPE_CHECKING:
-    from wsproxy.server import WSProxy
-
-__all__ = ["Session", "connect", "target_name", "tune_socket"]
+__all__ = ["Session", "tune_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +42,10 @@ KEEPALIVE_PROBES = 4  # ... and gives up after this many unanswered probes (abou
 class Session:
     """State and steps for one client connection; the server calls :meth:`run` in its greenlet."""
 
-    def __init__(self, sock: Any, address: Any, server: WSProxy) -> None:
+    def __init__(self, sock: Any, address: Any, context: Context) -> None:
         self.sock = sock
-        self.server = server
-        self.settings = server.settings
+        self.context = context
+        self.settings = context.settings
         # Where the connection comes from: the TCP peer, or the client a trusted PROXY header
         # names. A trusted X-Forwarded-For is weighed against it, request by request.
         self.via_ip = address[0] if isinstance(address, tuple) else ""
@@ -58,6 +56,7 @@ class Session:
         # One bound for the whole opening handshake, from PROXY header to Hixie-76 key3.
         self.deadline = Deadline(self.settings.handshake_timeout)
         self.relay: Relay | None = None
+        self.listen_port = context.listen_port
         self._stopping = False
         self._greenlet: gevent.Greenlet | None = None
 
@@ -70,7 +69,7 @@ class Session:
             self.serve()
         except HandshakeTimeout as exc:
             log.info("refused peer=%s reason=%s step=%s", self.peer, logfmt(exc.reason), exc.step)
-            self.server.metrics.handshake_failed(exc.metric_label)
+            self.context.metrics.handshake_failed(exc.metric_label)
         except ClientGone as exc:
             log.debug("client left peer=%s reason=%s", self.peer, logfmt(exc.reason))
         except HandshakeError as exc:
@@ -89,7 +88,7 @@ class Session:
         """Take the PROXY header of a trusted balancer, let the front door sniff (TLS, Flash
         policy), then read the request and dispatch it."""
         self.read_proxy_header()
-        data = self.server.frontdoor.open(self)
+        data = self.context.frontdoor.open(self)
         if data is None:
             return
         request, rest = self.read_request(data)
@@ -124,7 +123,7 @@ class Session:
     def read_proxy_header(self) -> None:
         """Behind a trusted load balancer, a PROXY protocol header names the real client: it
         becomes :attr:`via`, the source of every request on this connection."""
-        trusted = self.server.trusted_proxies
+        trusted = self.context.trusted_proxies
         if not trusted:
             return
         with self.deadline.bound("proxy header"):
@@ -143,7 +142,7 @@ class Session:
         connections, whoever their client).
         """
         self.peer = self.via
-        trusted = self.server.trusted_proxies
+        trusted = self.context.trusted_proxies
         if trusted and self.via_ip in trusted:
             client = forwarded_client(request.header("X-Forwarded-For"), trusted)
             if client is not None:
@@ -174,7 +173,7 @@ class Session:
 
     def serve_http(self, request: Request, rest: bytes) -> None:
         """A plain HTTP request: the web server's if ``web`` is set, else a short refusal."""
-        web = self.server.frontdoor.web
+        web = self.context.frontdoor.web
         if web is not None:
             web.serve(self, request, rest)
             return
@@ -191,8 +190,8 @@ class Session:
     ) -> None:
         """Connect the target, accept the client, relay, log."""
         connecting = time.monotonic()
-        target_sock, target = self.server.connect_target(request)
-        self.server.metrics.target_connected(time.monotonic() - connecting)
+        target_sock, target = self.context.targets.open(request)
+        self.context.metrics.target_connected(time.monotonic() - connecting)
         recorder = None
         try:
             tune_socket(target_sock)
@@ -200,14 +199,15 @@ class Session:
                 raise HandshakeError(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
             self.sock.sendall(response)
             codec = make_codec(protocol, subprotocol)
-            recorder = self.server.open_recorder(self)
+            recordings = self.context.recordings
+            recorder = recordings.open(self.peer, self.started) if recordings else None
             self.relay = relay = Relay(
                 self.sock,
                 target_sock,
                 codec,
                 close_timeout=self.settings.close_timeout,
                 recorder=recorder,
-                scratch=self.server.scratch,
+                scratch=self.context.scratch,
             )
             log.info(
                 "open peer=%s proto=%s sub=%s target=%s path=%s",
@@ -217,12 +217,12 @@ class Session:
                 target,
                 logfmt(request.target),
             )
-            self.server.metrics.session_opened(protocol)
+            self.context.metrics.session_opened(protocol)
             try:
                 outcome = relay.run(rest)
             finally:
                 ended = relay.outcome or Outcome("proxy", CloseCode.INTERNAL_ERROR, "")
-                self.server.metrics.session_closed(
+                self.context.metrics.session_closed(
                     protocol, ended.by, ended.code, relay.bytes_in, relay.bytes_out
                 )
         finally:
@@ -246,7 +246,7 @@ class Session:
 
     def refuse(self, error: HandshakeError) -> None:
         """Answer a refused request with its status and reason, and log it."""
-        self.server.metrics.handshake_failed(str(error.status.value))
+        self.context.metrics.handshake_failed(str(error.status.value))
         log.warning(
             "refused peer=%s status=%d reason=%s",
             self.peer,
@@ -254,53 +254,6 @@ class Session:
             logfmt(error.reason),
         )
         linger_close(self.sock, handshake.error_response(error), self.settings.close_timeout)
-
-
-def connect(address: Address | str, timeout: float) -> Any:
-    """Connect the target: ``(host, port)`` over TCP, or a UNIX socket path given as text.
-
-    Raises HandshakeError: ``502`` naming the target, with the reason.
-    """
-    try:
-        if isinstance(address, str):
-            sock = _connect_direct(socket.AF_UNIX, address, timeout)
-        elif (family := _numeric_family(address[0])) is not None:
-            # gevent's create_connection always calls getaddrinfo, in its thread pool: the bench's
-            # profile of new sessions/s showed that hand-off at a quarter of the proxy's time.
-            sock = _connect_direct(family, address, timeout)
-        else:
-            sock = gevent.socket.create_connection(address, timeout=timeout)
-    except OSError as exc:
-        reason = "timed out" if isinstance(exc, socket.timeout) else exc.strerror or str(exc)
-        raise HandshakeError(
-            HTTPStatus.BAD_GATEWAY, f"cannot connect to target {target_name(address)}: {reason}"
-        ) from None
-    sock.settimeout(None)
-    return sock
-
-
-def target_name(address: Address | str) -> str:
-    """How logs and answers name a target: ``host:port`` or ``unix:PATH``."""
-    return f"unix:{address}" if isinstance(address, str) else format_address(address)
-
-
-def _numeric_family(host: str) -> int | None:
-    """AF_INET or AF_INET6 for a numeric IP address, None for a host name."""
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return None
-
-
-def _connect_direct(family: int, address: Any, timeout: float) -> Any:
-    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def tune_socket(sock: Any) -> None:

@@ -8,13 +8,14 @@ whole ClientHello itself.
 
 from __future__ import annotations
 
+import os
 import ssl
 from typing import Any
 
 from gevent import ssl as gevent_ssl
 
 from wsproxy.errors import ConfigError
-from wsproxy.settings import Settings
+from wsproxy.settings import DEFAULT_CERT, Settings
 
 __all__ = ["MINIMUM_VERSION", "accept", "describe", "make_context"]
 
@@ -31,7 +32,10 @@ def make_context(settings: Settings) -> ssl.SSLContext | None:
         ConfigError: a file that cannot be read or parsed (naming it), or TLS options that need
             a certificate (``key``, ``ssl_only``, ``verify_client``) without ``cert``.
     """
-    if settings.cert is None:
+    cert: str | None = settings.cert
+    if cert in (DEFAULT_CERT, os.path.abspath(DEFAULT_CERT)) and not os.path.exists(cert):
+        cert = None  # websockify's default, self.pem: TLS only where the file is there
+    if cert is None:
         for name in ("key", "ssl_only", "verify_client"):
             if getattr(settings, name):
                 raise ConfigError(
@@ -52,9 +56,9 @@ def make_context(settings: Settings) -> ssl.SSLContext | None:
     context.minimum_version = MINIMUM_VERSION
     try:
         # A passphrase-protected key fails here instead of prompting on the terminal.
-        context.load_cert_chain(settings.cert, settings.key, password=_no_password)
+        context.load_cert_chain(cert, settings.key, password=_no_password)
     except ssl.SSLError as exc:
-        source = settings.key or settings.cert
+        source = settings.key or cert
         raise ConfigError(
             f"cannot load the certificate and key: {describe(exc)}",
             source=source,

@@ -11,7 +11,7 @@ import time
 from http import HTTPStatus
 
 from wsproxy.errors import ConfigError, HandshakeError
-from wsproxy.handshake import Request
+from wsproxy.protocol.handshake import Request
 from wsproxy.settings import Address
 from wsproxy.tokens import parse_tokens, token_of
 
@@ -101,7 +101,10 @@ class TokenTable:
     def __len__(self) -> int:
         return len(self._table)
 
-    def lookup(self, request: Request) -> Address:
+    def describe(self) -> str:
+        return f"by token from {self.source} ({len(self._table)} tokens)"
+
+    def find(self, request: Request) -> Address:
         """The target for the request's token; raises HandshakeError 400 or 404."""
         token = token_of(request)
         if token is None:

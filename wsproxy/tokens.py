@@ -13,8 +13,8 @@ from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 from wsproxy.errors import ConfigError
-from wsproxy.handshake import Request
-from wsproxy.settings import Address, parse_target
+from wsproxy.protocol.handshake import Request
+from wsproxy.settings.values import Address, parse_target
 
 __all__ = ["parse_tokens", "token_of"]
 

@@ -3,7 +3,7 @@
 GET and HEAD only; ``index.html`` for directories (a listing only when enabled); ``304`` on
 ``If-Modified-Since``; one byte ``Range`` (``206``/``416``); HTTP/1.1 keep-alive for a bounded
 number of requests with an idle timeout. Files are streamed in bounded chunks, never read whole.
-Path rules live in :mod:`wsproxy.static`; here every resolved path is checked again after
+Path rules live in :mod:`wsproxy.protocol.static`; here every resolved path is checked again after
 following symlinks, so nothing outside the root is ever opened.
 """
 
@@ -14,16 +14,13 @@ import mimetypes
 import os
 import stat
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from wsproxy import handshake, static
 from wsproxy.errors import ClientGone, ConfigError, HandshakeError, HandshakeTimeout, Redirect
-from wsproxy.handshake import Kind, Request
 from wsproxy.logs import logfmt
-from wsproxy.wire import Deadline, linger_close
-
-if TYPE_CHECKING:
-    from wsproxy.session import Session
+from wsproxy.protocol import handshake, static
+from wsproxy.protocol.handshake import Kind, Request
+from wsproxy.wire import Connection, Deadline, linger_close
 
 __all__ = [
     "CHUNK_BYTES",
@@ -74,7 +71,7 @@ class WebServer:
         self.close_timeout = close_timeout
         self.chunk_bytes = chunk_bytes
 
-    def serve(self, session: Session, request: Request, rest: bytes) -> None:
+    def serve(self, session: Connection, request: Request, rest: bytes) -> None:
         """Answer ``request`` and the ones that follow on the connection, until one asks to
         close, an error answer, the request limit or the idle timeout. A WebSocket upgrade
         arriving on a kept-alive connection is handed back to the session."""
@@ -92,7 +89,7 @@ class WebServer:
                 session.dispatch(request, rest)
                 return
 
-    def answer(self, session: Session, request: Request, *, last: bool = False) -> bool:
+    def answer(self, session: Connection, request: Request, *, last: bool = False) -> bool:
         """Write the answer to one request; returns whether the connection stays open."""
         keep = not last and _keep_alive(request)
         sock = session.sock

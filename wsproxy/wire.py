@@ -15,13 +15,21 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import gevent
 
 from wsproxy.errors import ClientGone, HandshakeTimeout
+from wsproxy.protocol.handshake import Request
 
-__all__ = ["LINGER_BYTES", "READ_SIZE", "Deadline", "linger_close", "read_until"]
+__all__ = [
+    "LINGER_BYTES",
+    "READ_SIZE",
+    "Connection",
+    "Deadline",
+    "linger_close",
+    "read_until",
+]
 
 READ_SIZE = 4096  # one recv() of a request head
 LINGER_BYTES = 256 * 1024  # input read and dropped before a close, at most
@@ -48,6 +56,23 @@ class Deadline:
             raise HandshakeTimeout(step)
         with gevent.Timeout(left, HandshakeTimeout(step)):
             yield
+
+
+class Connection(Protocol):
+    """What the front door and the web server use of a client's session
+    (:class:`wsproxy.session.Session`), so that they need not import it."""
+
+    sock: Any
+    secure: bool
+    peer: str
+    deadline: Deadline
+    listen_port: int
+
+    def read_request(self, data: bytes) -> tuple[Request, bytes]: ...
+
+    def identify(self, request: Request) -> None: ...
+
+    def dispatch(self, request: Request, rest: bytes) -> None: ...
 
 
 def read_until(

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from wsproxy import hixie, rfc6455
 from wsproxy.errors import CloseCode
-from wsproxy.rfc6455 import Opcode
+from wsproxy.protocol import hixie, rfc6455
+from wsproxy.protocol.rfc6455 import Opcode
 
 __all__ = ["Base64Codec", "BinaryCodec", "Codec", "Decoded", "HixieCodec", "make_codec"]
 

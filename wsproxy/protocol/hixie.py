@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from wsproxy.errors import CloseCode, HandshakeError, ProtocolError
-from wsproxy.handshake import Request, check_get, origin_of
+from wsproxy.protocol.handshake import Request, check_get, origin_of
 
 __all__ = [
     "CLOSE_FRAME",

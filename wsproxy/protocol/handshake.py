@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from wsproxy.errors import HandshakeError
-from wsproxy.rfc6455 import accept_key
+from wsproxy.protocol.rfc6455 import accept_key
 
 __all__ = [
     "MAX_HEADERS",
