@@ -195,3 +195,62 @@ def test_help_and_version_exit_0() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("wsproxy ")
+
+
+def test_readme_key_table_lists_every_key() -> None:
+    text = (ROOT / "README.md").read_text()
+    for row in SETTINGS:
+        assert f"| `{row.name}` |" in text, f"{row.name} missing from the README's key table"
+
+
+# Every option of websockify 0.13.0's command line (websocketproxy.websockify_init).
+WEBSOCKIFY_OPTIONS = [
+    "-v",
+    "--verbose",
+    "--traffic",
+    "--record",
+    "-D",
+    "--daemon",
+    "--run-once",
+    "--timeout",
+    "--idle-timeout",
+    "--cert",
+    "--key",
+    "--key-password",
+    "--ssl-only",
+    "--ssl-target",
+    "--verify-client",
+    "--cafile",
+    "--ssl-version",
+    "--ssl-ciphers",
+    "--unix-listen",
+    "--unix-listen-mode",
+    "--unix-target",
+    "--inetd",
+    "--web",
+    "--web-auth",
+    "--wrap-mode",
+    "-6",
+    "--prefer-ipv6",
+    "--libserver",
+    "--target-config",
+    "--token-plugin",
+    "--token-source",
+    "--host-token",
+    "--auth-plugin",
+    "--auth-source",
+    "--heartbeat",
+    "--log-file",
+    "--syslog",
+    "--legacy-syslog",
+    "--file-only",
+]
+
+
+def test_every_websockify_option_is_accepted_and_in_the_readme_table() -> None:
+    usage = build_usage()
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Switching from websockify") :]
+    for option in WEBSOCKIFY_OPTIONS:
+        assert re.search(rf"(^|[ ,]){re.escape(option)}[ ,\n]", usage, re.M), option
+        assert f"`{option}" in table, f"{option} missing from the README's websockify table"
