@@ -216,3 +216,28 @@ def read_until_closed(sock: socket.socket, limit: int = 1 << 20) -> bytes:
             break
         data += chunk
     return data
+
+
+def upgrade_status(port: int, path: str, host: str = "x", timeout: float = 10) -> tuple[int, bytes]:
+    """Send a WebSocket upgrade for ``path``; returns the status and, unless it is 101, the
+    answer's body (after 101, the bytes that came with the head)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        head = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        status, _, rest = read_http_head(sock)
+        return status, rest if status == 101 else rest + read_until_closed(sock)
+
+
+def echo_once(url: str, payload: bytes = b"ping", sock: socket.socket | None = None) -> bytes:
+    """Open a WebSocket (the ``websockets`` client; over ``sock`` if given, so that the URL's
+    host is only the Host header), send ``payload``, return the echo."""
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=10, sock=sock) as ws:
+        ws.send(payload)
+        answer = ws.recv(timeout=10)
+        return answer if isinstance(answer, bytes) else answer.encode()

@@ -1,131 +1,207 @@
-"""Per-client targets by token (websockify TokenFile format)."""
+"""Token plug-ins: loading by name or dotted path, websockify-style custom plug-ins, the Host
+header as token, and lookups that fail or hang (never blocking other clients)."""
 
 from __future__ import annotations
 
-import os
 import socket
+import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import EchoServer, read_http_head, read_until_closed
+from conftest import EchoServer, echo_once, upgrade_status
 from websockets.sync.client import connect
 
-from wsproxy.errors import ConfigError
-from wsproxy.protocol.handshake import parse_request
-from wsproxy.tokens import parse_tokens, token_of
+# A custom plug-in written for websockify (its BasePlugin interface, blocking calls and all).
+CUSTOM_PLUGIN = '''
+import time
 
 
-def request(target: str, *headers: str) -> object:
-    head = f"GET {target} HTTP/1.1\r\nHost: x\r\n" + "".join(h + "\r\n" for h in headers)
-    parsed = parse_request((head + "\r\n").encode())
-    assert parsed is not None
-    return parsed[0]
+class StaticTokens(object):
+    """Source: token=host:port,token=host:port"""
+
+    def __init__(self, src):
+        self.source = src
+        self._targets = dict(item.split("=", 1) for item in src.split(","))
+
+    def lookup(self, token):
+        if token == "slow":
+            time.sleep(20)
+        if token == "boom":
+            raise RuntimeError("backend down")
+        if token == "weird":
+            return "not a pair"
+        target = self._targets.get(token)
+        if target is None:
+            return None
+        host, port = target.rsplit(":", 1)
+        return [host, port.encode("ascii")]
 
 
-def test_parse_tokens_with_comments_and_ipv6() -> None:
-    text = "# tokens\nvnc1: 10.0.0.1:5900\n\n term : [::1]:23  # trailing comment\n"
-    assert parse_tokens(text, "t") == {"vnc1": ("10.0.0.1", 5900), "term": ("::1", 23)}
+class Broken(object):
+    def __init__(self, src):
+        raise ValueError("cannot parse the source")
+'''
 
 
-@pytest.mark.parametrize("line", ["novalue", "t: host", "t: host:0", ": host:1"])
-def test_bad_token_line_names_file_and_line(line: str) -> None:
-    with pytest.raises(ConfigError) as exc_info:
-        parse_tokens(f"ok: h:1\n{line}\n", "tokens.cfg")
-    assert (exc_info.value.source, exc_info.value.line) == ("tokens.cfg", 2)
-    assert "token: host:port" in str(exc_info.value)
+@pytest.fixture
+def plugin_path(tmp_path: Path) -> dict[str, str]:
+    """A PYTHONPATH with the user's plug-in module ``myplugins``."""
+    (tmp_path / "myplugins.py").write_text(CUSTOM_PLUGIN)
+    return {"PYTHONPATH": str(tmp_path)}
 
 
-def test_token_from_query_then_cookie() -> None:
-    assert token_of(request("/websockify?token=abc&x=1")) == "abc"
-    assert token_of(request("/?x=1", "Cookie: a=b; token=fromcookie")) == "fromcookie"
-    assert token_of(request("/?token=q", "Cookie: token=c")) == "q"
-    assert token_of(request("/")) is None
+def test_custom_websockify_plugin_runs_unchanged(run_proxy, plugin_path, echo_server) -> None:
+    proc = run_proxy(
+        [
+            "--token-plugin",
+            "myplugins.StaticTokens",
+            "--token-source",
+            f"vnc={echo_server.address}",
+            "127.0.0.1:0",
+        ],
+        env=plugin_path,
+    )
+    assert "by token with myplugins.StaticTokens" in proc.log
+    assert echo_once(f"ws://127.0.0.1:{proc.port}/websockify?token=vnc", b"custom") == b"custom"
+    assert upgrade_status(proc.port, "/?token=other") == (404, b"unknown token 'other'\n")
+    assert upgrade_status(proc.port, "/?token=boom") == (502, b"token lookup failed\n")
+    proc.wait_log(
+        r"token lookup failed plugin=myplugins.StaticTokens token='boom': "
+        r"RuntimeError: backend down"
+    )
+    assert upgrade_status(proc.port, "/?token=weird") == (502, b"token lookup gave a bad target\n")
+    proc.wait_log(r"token lookup gave no target .*token='weird': expected \(host, port\)")
 
 
-def upgrade_status(port: int, path: str) -> tuple[int, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        head = (
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        sock.sendall(head.encode())
-        status, _, rest = read_http_head(sock)
-        return status, rest if status == 101 else rest + read_until_closed(sock)
+def test_a_hanging_lookup_gets_502_and_other_clients_go_on(
+    run_proxy, plugin_path, echo_server
+) -> None:
+    proc = run_proxy(
+        [
+            "--token-plugin",
+            "myplugins.StaticTokens",
+            "--token-source",
+            f"vnc={echo_server.address}",
+            "--connect-timeout",
+            "2",
+            "127.0.0.1:0",
+        ],
+        env=plugin_path,
+    )
+    done: dict[str, float] = {}
+    answers: dict[str, tuple[int, bytes]] = {}
+
+    def slow() -> None:
+        answers["slow"] = upgrade_status(proc.port, "/?token=slow")
+        done["slow"] = time.monotonic()
+
+    with connect(f"ws://127.0.0.1:{proc.port}/?token=vnc", open_timeout=10) as open_ws:
+        hanging = [threading.Thread(target=slow) for _ in range(3)]
+        for thread in hanging:
+            thread.start()
+        time.sleep(0.3)  # the slow lookups are under way
+        open_ws.send(b"relayed")  # a session already relaying goes on
+        assert open_ws.recv(timeout=5) == b"relayed"
+        assert echo_once(f"ws://127.0.0.1:{proc.port}/?token=vnc", b"new") == b"new"  # and a new
+        done["fast"] = time.monotonic()
+        for thread in hanging:
+            thread.join(15)
+    assert "slow" in done and done["fast"] < done["slow"]
+    assert answers["slow"] == (502, b"token lookup timed out after 2 s\n")
+    proc.wait_log(r"token lookup timed out plugin=myplugins.StaticTokens token='slow' after=2s")
+    started = time.monotonic()
+    assert proc.stop() == 0  # the threads still asleep in lookup() do not hold the exit
+    assert time.monotonic() - started < 5
 
 
-def test_tokens_pick_targets_and_file_changes_are_picked_up(run_proxy, tmp_path: Path) -> None:
+def test_host_header_as_token(run_proxy, tmp_path: Path) -> None:
     first, second = EchoServer(), EchoServer()
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    (tokens / "a.cfg").write_text(f"one: {first.address}\n")
-    proc = run_proxy(["--token-source", str(tokens), "127.0.0.1:0"])
-    with connect(f"ws://127.0.0.1:{proc.port}/websockify?token=one") as ws:
-        ws.send(b"x")
-        assert ws.recv(timeout=5) == b"x"
-    assert (first.connections, second.connections) == (1, 0)
-
-    assert upgrade_status(proc.port, "/?token=two") == (404, b"unknown token 'two'\n")
-    status, body = upgrade_status(proc.port, "/")
-    assert status == 400 and b"missing token" in body
-
-    (tokens / "b.cfg").write_text(f"two: {second.address}\n")
-    deadline = time.monotonic() + 5
-    while upgrade_status(proc.port, "/?token=two")[0] != 101:  # picked up within a second
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    while second.connections < 1:  # the echo thread counts after the kernel accepted
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    path = tmp_path / "tokens"
+    path.write_text(f"vnc1.example: {first.address}\nvnc2.example: {second.address}\n")
+    proc = run_proxy(
+        ["--token-plugin", "TokenFile", "--token-source", str(path), "--host-token", "127.0.0.1:0"]
+    )
+    for name, server in (("vnc1.example", first), ("vnc2.example", second)):
+        sock = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+        url = f"ws://{name}:{proc.port}/?token=vnc2.example"  # the query is not the token
+        assert echo_once(url, name.encode(), sock=sock) == name.encode()
+        proc.wait_log(rf"target={server.address}")
+    assert upgrade_status(proc.port, "/", host="other:6080") == (404, b"unknown token 'other'\n")
     first.close()
     second.close()
 
 
-def test_unreadable_token_source_exits_2(run_proxy, tmp_path: Path) -> None:
-    proc = run_proxy(["--token-source", str(tmp_path / "missing"), "127.0.0.1:0"], ready=False)
+def test_websockify_module_names_load_the_builtins(run_proxy, tmp_path: Path, echo_server) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"t: {echo_server.address}\n")
+    proc = run_proxy(
+        [
+            "--token-plugin",
+            "websockify.token_plugins.TokenFile",
+            "--token-source",
+            str(path),
+            "127.0.0.1:0",
+        ]
+    )
+    assert echo_once(f"ws://127.0.0.1:{proc.port}/?token=t") == b"ping"
+
+
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        (
+            "NoSuchPlugin",
+            "token_plugin: unknown token plug-in 'NoSuchPlugin' (expected one of "
+            "TokenFile, ReadOnlyTokenFile",
+        ),
+        (
+            "nosuchmodule.Class",
+            "token_plugin: cannot load token plug-in nosuchmodule.Class: "
+            "No module named 'nosuchmodule'",
+        ),
+        ("myplugins.Missing", "token_plugin: module myplugins has no class Missing"),
+        (
+            "myplugins.Broken",
+            "token_source: plug-in myplugins.Broken refused its source: "
+            "ValueError: cannot parse the source",
+        ),
+    ],
+)
+def test_bad_plugin_exits_2_naming_the_key(run_proxy, plugin_path, plugin, message) -> None:
+    proc = run_proxy(
+        ["--token-plugin", plugin, "--token-source", "s3cret", "127.0.0.1:0"],
+        env=plugin_path,
+        ready=False,
+    )
     assert proc.proc.wait(10) == 2
     proc._reader.join(2)
-    assert "missing: token_source: cannot read token source" in proc.log
+    assert message in proc.log
+    assert "s3cret" not in proc.log
 
 
-def test_target_and_token_source_together_is_an_error(run_proxy, tmp_path: Path) -> None:
-    path = tmp_path / "t"
-    path.write_text("a: h:1\n")
-    proc = run_proxy(["--token-source", str(path), "127.0.0.1:0", "h:1"], ready=False)
-    assert proc.proc.wait(10) == 2
-
-
-def test_sighup_reloads_tokens(run_proxy, tmp_path: Path, echo_server) -> None:
-    path = tmp_path / "tokens"
-    path.write_text("")
-    proc = run_proxy(["--token-source", str(path), "127.0.0.1:0"])
-    path.write_text(f"late: {echo_server.address}\n")
-    os.kill(proc.proc.pid, 1)  # SIGHUP
-    proc.wait_log(r"reloaded targets=by token from .* \(1 tokens\)")
-    assert upgrade_status(proc.port, "/?token=late")[0] == 101
-
-
-def test_oversized_token_file_is_refused_not_cut(tmp_path: Path) -> None:
-    from wsproxy.tokenfile import MAX_TOKEN_FILE, TokenTable
-
-    path = tmp_path / "tokens"
-    path.write_text("a: h:1\n" + "#" * MAX_TOKEN_FILE + "\n")
-    with pytest.raises(ConfigError, match="token file over"):
-        TokenTable(str(path))
-
-
-def test_failed_reload_is_logged_once_and_the_old_table_kept(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("plugin", "library", "extra"),
+    [("TokenRedis", "redis", "redis"), ("JWTTokenApi", "jwcrypto", "jwt")],
+)
+def test_missing_optional_library_names_the_extra(
+    run_proxy, tmp_path: Path, plugin, library, extra
 ) -> None:
-    from wsproxy import tokenfile
-
-    path = tmp_path / "tokens"
-    path.write_text("a: h:1\n")
-    table = tokenfile.TokenTable(str(path))
-    path.write_text("a: h:1\nbroken line\n")
-    for _ in range(3):
-        table._checked = float("-inf")  # as if a second had passed
-        assert table.find(request("/?token=a")) == ("h", 1)  # type: ignore[arg-type]
-    failures = [r for r in caplog.records if "not reloaded" in r.getMessage()]
-    assert len(failures) == 1
-    assert "broken line" in failures[0].getMessage()
+    # The library is shadowed by a module that fails as a missing one does.
+    (tmp_path / f"{library}.py").write_text(
+        textwrap.dedent(f"""
+        raise ModuleNotFoundError("No module named {library!r}", name={library!r})
+    """)
+    )
+    proc = run_proxy(
+        ["--token-plugin", plugin, "--token-source", "x", "127.0.0.1:0"],
+        env={"PYTHONPATH": str(tmp_path)},
+        ready=False,
+    )
+    assert proc.proc.wait(10) == 2
+    proc._reader.join(2)
+    assert (
+        f"token_plugin: cannot load token plug-in {plugin}: No module named '{library}'; "
+        f"pip install wsproxy[{extra}]" in proc.log
+    )

@@ -36,6 +36,7 @@ MAX_REPORT_BYTES = 4096  # a failure report is one line
 # Built-in token plug-ins whose source is a file or directory (the others take an address or
 # a URL): relative sources are made absolute with the path settings.
 PATH_TOKEN_PLUGINS = (
+    "JWTTokenApi",
     "TokenFile",
     "ReadOnlyTokenFile",
     "TokenFileName",

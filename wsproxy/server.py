@@ -22,13 +22,13 @@ from wsproxy.context import Context
 from wsproxy.errors import CloseCode, ConfigError, StartupError
 from wsproxy.frontdoor import FrontDoor
 from wsproxy.metrics import open_metrics
+from wsproxy.plugins.tokens import load_lookup
 from wsproxy.protocol.forwarded import TrustedProxies
 from wsproxy.record import Recordings
 from wsproxy.relay import scratch_buffer
 from wsproxy.session import Session
 from wsproxy.settings import Address, Settings, format_address
 from wsproxy.targets import Connector, FixedTarget, Targets, TokenTargets, WrappedTarget
-from wsproxy.tokenfile import TokenTable
 from wsproxy.wrap import WrappedProgram
 
 __all__ = ["WSProxy"]
@@ -111,8 +111,7 @@ class WSProxy(StreamServer):
             return WrappedTarget(self.wrapped)
         connector = Connector(settings)
         if settings.token_plugin:
-            assert settings.token_source is not None
-            return TokenTargets(TokenTable(settings.token_source), connector)
+            return TokenTargets(load_lookup(settings), connector)
         target = settings.unix_target or settings.target
         assert target is not None
         return FixedTarget(target, connector)

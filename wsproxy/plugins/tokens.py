@@ -1,0 +1,183 @@
+"""Token plug-ins behind :class:`wsproxy.targets.Lookup`: load one by name, and ask it for a
+client's target without blocking the hub.
+
+A plug-in has websockify's signature: ``Class(source)``, and ``lookup(token)`` returning
+``(host, port)``, ``["unix_socket", path]`` or None. ``lookup`` may block (websockify's own
+plug-ins do HTTP and Redis calls), so it runs in a thread pool of its own, with a timeout; the
+pool is not the hub's, whose threads resolve target names and must not wait behind a stuck
+lookup. Built-in plug-ins may also have ``reload()`` (SIGHUP) and ``describe()`` (the start-up
+log line; it never shows a password).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import gevent
+from gevent.threadpool import ThreadPool
+
+from wsproxy.errors import ConfigError, HandshakeError
+from wsproxy.plugins.tokentext import as_target, token_of
+from wsproxy.protocol.handshake import Request
+from wsproxy.settings import Settings
+from wsproxy.targets import Target
+
+__all__ = ["BUILTINS", "LOOKUP_THREADS", "PluginLookup", "load_lookup", "load_plugin"]
+
+log = logging.getLogger(__name__)
+
+LOOKUP_THREADS = 16  # lookups at once; more wait (within their timeout) for a free thread
+# Built-in plug-ins: name -> (module, the pip extra its library comes with).
+BUILTINS: dict[str, tuple[str, str | None]] = {
+    "TokenFile": ("wsproxy.plugins.tokenfile", None),
+    "ReadOnlyTokenFile": ("wsproxy.plugins.tokenfile", None),
+    "TokenFileName": ("wsproxy.plugins.tokenfile", None),
+    "UnixDomainSocketDirectory": ("wsproxy.plugins.tokenfile", None),
+    "BaseTokenAPI": ("wsproxy.plugins.tokenapi", None),
+    "JSONTokenApi": ("wsproxy.plugins.tokenapi", None),
+    "JWTTokenApi": ("wsproxy.plugins.tokenjwt", "jwt"),
+    "TokenRedis": ("wsproxy.plugins.tokenredis", "redis"),
+}
+WEBSOCKIFY_MODULE = "websockify.token_plugins."  # its dotted names for the built-ins
+EXPECTED_NAME = f"one of {', '.join(BUILTINS)}, or a dotted path pkg.module.Class"
+
+
+def load_lookup(settings: Settings) -> PluginLookup:
+    """The settings' token plug-in, created; raises ConfigError (exit 2) naming the key."""
+    assert settings.token_plugin is not None
+    plugin = load_plugin(settings.token_plugin, settings.token_source)
+    return PluginLookup(
+        plugin,
+        settings.token_plugin,
+        host_token=settings.host_token,
+        timeout=settings.connect_timeout,
+    )
+
+
+def load_plugin(name: str, source: str | None) -> Any:
+    """``Class(source)`` for a built-in name or a dotted path; raises ConfigError."""
+    cls = _plugin_class(name)
+    try:
+        return cls(source)
+    except ConfigError:
+        raise
+    except (Exception, SystemExit) as exc:  # a websockify-style plug-in may sys.exit() on bad input
+        # The source is not shown: it may hold a password (TokenRedis's does).
+        raise ConfigError(
+            f"plug-in {name} refused its source: {type(exc).__name__}: {exc}",
+            source="command line",
+            key="token_source",
+            expected=f"the argument {name} takes",
+        ) from None
+
+
+def _plugin_class(name: str) -> Any:
+    if name.startswith(WEBSOCKIFY_MODULE) and name[len(WEBSOCKIFY_MODULE) :] in BUILTINS:
+        name = name[len(WEBSOCKIFY_MODULE) :]
+    if name in BUILTINS:
+        module_name, extra = BUILTINS[name]
+        attribute = name
+    elif "." in name.strip(".") and " " not in name:
+        module_name, _, attribute = name.rpartition(".")
+        extra = None
+    else:
+        raise ConfigError(
+            f"unknown token plug-in {name!r}",
+            source="command line",
+            key="token_plugin",
+            expected=EXPECTED_NAME,
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        needs = f"; pip install wsproxy[{extra}]" if extra else ""
+        raise ConfigError(
+            f"cannot load token plug-in {name}: {exc}{needs}",
+            source="command line",
+            key="token_plugin",
+            expected=EXPECTED_NAME if not extra else f"the {extra} extra installed",
+        ) from None
+    except Exception as exc:  # the user's module failed while it was imported
+        raise ConfigError(
+            f"cannot load token plug-in {name}: {type(exc).__name__}: {exc}",
+            source="command line",
+            key="token_plugin",
+            expected="a module that imports",
+        ) from None
+    cls = getattr(module, attribute, None)
+    if not callable(cls):
+        raise ConfigError(
+            f"module {module_name} has no class {attribute}",
+            source="command line",
+            key="token_plugin",
+            expected=EXPECTED_NAME,
+        )
+    return cls
+
+
+class PluginLookup:
+    """A :class:`wsproxy.targets.Lookup` that asks a token plug-in, off the hub.
+
+    Answers: no token 400, ``lookup`` returned None 404; it raised, returned something that is
+    no target, or took longer than ``timeout`` 502. Each 502 is logged with the plug-in's reason.
+    """
+
+    def __init__(self, plugin: Any, name: str, *, host_token: bool, timeout: float) -> None:
+        self.plugin = plugin
+        self.name = name
+        self.host_token = host_token
+        self.timeout = timeout
+        self._pool: ThreadPool | None = None  # made on first use: after a daemon's or worker's fork
+
+    def find(self, request: Request) -> Target:
+        token = token_of(request, host_token=self.host_token)
+        if token is None:
+            where = "a Host header" if self.host_token else "?token=NAME in the URL"
+            raise HandshakeError(HTTPStatus.BAD_REQUEST, f"missing token (send {where})")
+        shown = repr(token[:64])
+        try:
+            result = self._run(token)
+        except gevent.Timeout:
+            log.error(
+                "token lookup timed out plugin=%s token=%s after=%gs",
+                self.name,
+                shown,
+                self.timeout,
+            )
+            raise HandshakeError(
+                HTTPStatus.BAD_GATEWAY, f"token lookup timed out after {self.timeout:g} s"
+            ) from None
+        except Exception as exc:
+            log.error(
+                "token lookup failed plugin=%s token=%s: %s: %s",
+                self.name,
+                shown,
+                type(exc).__name__,
+                exc,
+            )
+            raise HandshakeError(HTTPStatus.BAD_GATEWAY, "token lookup failed") from None
+        try:
+            target = as_target(result)
+        except ValueError as exc:
+            log.error("token lookup gave no target plugin=%s token=%s: %s", self.name, shown, exc)
+            raise HandshakeError(HTTPStatus.BAD_GATEWAY, "token lookup gave a bad target") from None
+        if target is None:
+            raise HandshakeError(HTTPStatus.NOT_FOUND, f"unknown token {shown}")
+        return target
+
+    def _run(self, token: str) -> object:
+        if self._pool is None:
+            self._pool = ThreadPool(LOOKUP_THREADS)
+        return self._pool.spawn(self.plugin.lookup, token).get(timeout=self.timeout)
+
+    def reload(self) -> None:
+        reload = getattr(self.plugin, "reload", None)
+        if callable(reload):
+            reload()
+
+    def describe(self) -> str:
+        describe = getattr(self.plugin, "describe", None)
+        return describe() if callable(describe) else f"by token with {self.name}"
