@@ -97,6 +97,7 @@ class ConnectionSettings:
         "the token plug-in's argument (for TokenFile a file or directory)",
         "the argument the token plug-in is created with; alone, a TokenFile path",
         meta="ARG",
+        secret=True,  # TokenRedis's holds a password
     )
     target_config: str | None = declare(
         None,
