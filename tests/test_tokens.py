@@ -3,6 +3,9 @@ header as token, and lookups that fail or hang (never blocking other clients).""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import socket
 import textwrap
 import threading
@@ -205,3 +208,17 @@ def test_missing_optional_library_names_the_extra(
         f"token_plugin: cannot load token plug-in {plugin}: No module named '{library}'; "
         f"pip install wsproxy[{extra}]" in proc.log
     )
+
+
+def test_the_readme_example_plugin_runs(run_proxy, tmp_path: Path, echo_server) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = re.search(r"`myplugins.py`:\n\n```python\n(.*?)```", readme, re.S)
+    command = re.search(r"\n(PYTHONPATH=\. wsproxy [^\n]+)\n", readme)
+    assert example and command
+    (tmp_path / "myplugins.py").write_text(example.group(1))
+    (tmp_path / "tokens.json").write_text(json.dumps({"vnc1": echo_server.address}))
+    args = shlex.split(command.group(1))[2:]  # after PYTHONPATH=. and wsproxy
+    args[-1] = "127.0.0.1:0"
+    proc = run_proxy(args, env={"PYTHONPATH": "."}, cwd=tmp_path)
+    assert echo_once(f"ws://127.0.0.1:{proc.port}/?token=vnc1", b"readme") == b"readme"
+    assert upgrade_status(proc.port, "/?token=vnc2")[0] == 404
