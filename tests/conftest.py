@@ -241,3 +241,10 @@ def echo_once(url: str, payload: bytes = b"ping", sock: socket.socket | None = N
         ws.send(payload)
         answer = ws.recv(timeout=10)
         return answer if isinstance(answer, bytes) else answer.encode()
+
+
+def refused_start(proc: ProxyProcess, status: int = 2) -> str:
+    """Wait for a wsproxy started with ``ready=False`` to exit with ``status``; returns its log."""
+    assert proc.proc.wait(10) == status, proc.log
+    proc._reader.join(2)
+    return proc.log

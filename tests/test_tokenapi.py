@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import echo_once, upgrade_status
+from conftest import echo_once, refused_start, upgrade_status
 from websockets.sync.client import connect
 
 
@@ -144,6 +144,5 @@ def test_bad_url_exits_2(run_proxy, source: str) -> None:
     proc = run_proxy(
         ["--token-plugin", "JSONTokenApi", "--token-source", source, "127.0.0.1:0"], ready=False
     )
-    assert proc.proc.wait(10) == 2
-    proc._reader.join(2)
-    assert "token_source: JSONTokenApi needs a URL (expected an http:// or https:// URL" in proc.log
+    log = refused_start(proc)
+    assert "token_source: JSONTokenApi needs a URL (expected an http:// or https:// URL" in log

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EchoServer, echo_once, upgrade_status, wait_until
+from conftest import EchoServer, echo_once, refused_start, upgrade_status, wait_until
 
 from wsproxy.errors import ConfigError
 from wsproxy.plugins.tokenfile import MAX_TOKEN_FILE, TokenFile
@@ -95,16 +95,15 @@ def test_target_config_is_the_deprecated_alias(run_proxy, tmp_path: Path, echo_s
 
 def test_unreadable_token_source_exits_2(run_proxy, tmp_path: Path) -> None:
     proc = run_proxy(["--token-source", str(tmp_path / "missing"), "127.0.0.1:0"], ready=False)
-    assert proc.proc.wait(10) == 2
-    proc._reader.join(2)
-    assert "missing: token_source: cannot read token source" in proc.log
+    log = refused_start(proc)
+    assert "missing: token_source: cannot read token source" in log
 
 
 def test_target_and_token_source_together_is_an_error(run_proxy, tmp_path: Path) -> None:
     path = tmp_path / "t"
     path.write_text("a: h:1\n")
     proc = run_proxy(["--token-source", str(path), "127.0.0.1:0", "h:1"], ready=False)
-    assert proc.proc.wait(10) == 2
+    assert "too many arguments: 'h:1'" in refused_start(proc)
 
 
 def test_oversized_token_file_is_refused_not_cut(tmp_path: Path) -> None:
@@ -148,9 +147,8 @@ def test_token_file_name_needs_a_directory(run_proxy, tmp_path: Path) -> None:
     proc = run_proxy(
         ["--token-plugin", "TokenFileName", "--token-source", str(path), "127.0.0.1:0"], ready=False
     )
-    assert proc.proc.wait(10) == 2
-    proc._reader.join(2)
-    assert "token_source: TokenFileName needs a directory (expected a directory of" in proc.log
+    log = refused_start(proc)
+    assert "token_source: TokenFileName needs a directory (expected a directory of" in log
 
 
 class UnixEcho:

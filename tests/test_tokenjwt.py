@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import echo_once, upgrade_status
+from conftest import echo_once, refused_start, upgrade_status
 from jwcrypto import jwk, jwt
 from jwcrypto.common import base64url_encode
 
@@ -120,7 +120,6 @@ def test_bad_key_file_exits_2(run_proxy, tmp_path: Path, content: bytes | None) 
     proc = run_proxy(
         ["--token-plugin", "JWTTokenApi", "--token-source", str(path), "127.0.0.1:0"], ready=False
     )
-    assert proc.proc.wait(10) == 2
-    proc._reader.join(2)
-    assert f"{path}: token_source: " in proc.log
-    assert "(expected a PEM key file, or a file holding a symmetric key in base64url)" in proc.log
+    log = refused_start(proc)
+    assert f"{path}: token_source: " in log
+    assert "(expected a PEM key file, or a file holding a symmetric key in base64url)" in log

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ProxyProcess, echo_once, free_port, upgrade_status, wait_until
+from conftest import ProxyProcess, echo_once, free_port, refused_start, upgrade_status, wait_until
 from websockets.sync.client import connect
 
 from wsproxy.plugins.tokenredis import TokenRedis
@@ -158,10 +158,9 @@ def test_bad_source_exits_2_without_showing_it(run_proxy, source: str) -> None:
     proc = run_proxy(
         ["--token-plugin", "TokenRedis", "--token-source", source, "127.0.0.1:0"], ready=False
     )
-    assert proc.proc.wait(10) == 2
-    proc._reader.join(2)
-    assert "token_source: bad TokenRedis source (expected host[:port[:db[:password" in proc.log
-    assert "secretpw" not in proc.log
+    log = refused_start(proc)
+    assert "token_source: bad TokenRedis source (expected host[:port[:db[:password" in log
+    assert "secretpw" not in log
 
 
 def test_source_defaults_as_websockify() -> None:

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EchoServer, echo_once, upgrade_status
+from conftest import EchoServer, echo_once, refused_start, upgrade_status
 from websockets.sync.client import connect
+
+from wsproxy.plugins.tokens import LOOKUP_THREADS
 
 # A custom plug-in written for websockify (its BasePlugin interface, blocking calls and all).
 CUSTOM_PLUGIN = '''
@@ -94,25 +96,37 @@ def test_a_hanging_lookup_gets_502_and_other_clients_go_on(
         env=plugin_path,
     )
     done: dict[str, float] = {}
-    answers: dict[str, tuple[int, bytes]] = {}
+    answers: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
 
     def slow() -> None:
-        answers["slow"] = upgrade_status(proc.port, "/?token=slow")
-        done["slow"] = time.monotonic()
+        answer = upgrade_status(proc.port, "/?token=slow")
+        with lock:
+            answers.append(answer)
+            done["slow"] = min(done.get("slow", float("inf")), time.monotonic())
 
-    with connect(f"ws://127.0.0.1:{proc.port}/?token=vnc", open_timeout=10) as open_ws:
-        hanging = [threading.Thread(target=slow) for _ in range(3)]
-        for thread in hanging:
+    def hang(count: int) -> list[threading.Thread]:
+        threads = [threading.Thread(target=slow) for _ in range(count)]
+        for thread in threads:
             thread.start()
         time.sleep(0.3)  # the slow lookups are under way
+        return threads
+
+    with connect(f"ws://127.0.0.1:{proc.port}/?token=vnc", open_timeout=10) as open_ws:
+        hanging = hang(3)
         open_ws.send(b"relayed")  # a session already relaying goes on
         assert open_ws.recv(timeout=5) == b"relayed"
         assert echo_once(f"ws://127.0.0.1:{proc.port}/?token=vnc", b"new") == b"new"  # and a new
         done["fast"] = time.monotonic()
+        # Every lookup thread stuck, and more clients waiting for one: the same deadline holds
+        # for the wait, and relaying sessions still go on.
+        hanging += hang(LOOKUP_THREADS)
+        open_ws.send(b"still")
+        assert open_ws.recv(timeout=5) == b"still"
         for thread in hanging:
             thread.join(15)
     assert "slow" in done and done["fast"] < done["slow"]
-    assert answers["slow"] == (502, b"token lookup timed out after 2 s\n")
+    assert answers == [(502, b"token lookup timed out after 2 s\n")] * (LOOKUP_THREADS + 3)
     proc.wait_log(r"token lookup timed out plugin=myplugins.StaticTokens token='slow' after=2s")
     started = time.monotonic()
     assert proc.stop() == 0  # the threads still asleep in lookup() do not hold the exit
@@ -178,10 +192,9 @@ def test_bad_plugin_exits_2_naming_the_key(run_proxy, plugin_path, plugin, messa
         env=plugin_path,
         ready=False,
     )
-    assert proc.proc.wait(10) == 2
-    proc._reader.join(2)
-    assert message in proc.log
-    assert "s3cret" not in proc.log
+    log = refused_start(proc)
+    assert message in log
+    assert "s3cret" not in log
 
 
 @pytest.mark.parametrize(
@@ -202,11 +215,10 @@ def test_missing_optional_library_names_the_extra(
         env={"PYTHONPATH": str(tmp_path)},
         ready=False,
     )
-    assert proc.proc.wait(10) == 2
-    proc._reader.join(2)
+    log = refused_start(proc)
     assert (
         f"token_plugin: cannot load token plug-in {plugin}: No module named '{library}'; "
-        f"pip install wsproxy[{extra}]" in proc.log
+        f"pip install wsproxy[{extra}]" in log
     )
 
 

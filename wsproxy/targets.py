@@ -60,7 +60,8 @@ class Lookup(Protocol):
     """A source of per-client targets (a token plug-in)."""
 
     def find(self, request: Request) -> Target:
-        """The request's target; raises HandshakeError (400 no token, 404 unknown token)."""
+        """The request's target; raises HandshakeError (400 no token, 404 unknown token,
+        502 the lookup failed)."""
 
     def reload(self) -> None: ...
 

@@ -138,9 +138,17 @@ class PluginLookup:
             where = "a Host header" if self.host_token else "?token=NAME in the URL"
             raise HandshakeError(HTTPStatus.BAD_REQUEST, f"missing token (send {where})")
         shown = repr(token[:64])
+        if self._pool is None:
+            self._pool = ThreadPool(LOOKUP_THREADS)
+        # One deadline for both waits: for a free thread (spawn blocks while all are busy)
+        # and for the answer.
+        deadline = gevent.Timeout(self.timeout)
+        deadline.start()
         try:
-            result = self._run(token)
-        except gevent.Timeout:
+            result = self._pool.spawn(self.plugin.lookup, token).get()
+        except gevent.Timeout as exc:
+            if exc is not deadline:
+                raise
             log.error(
                 "token lookup timed out plugin=%s token=%s after=%gs",
                 self.name,
@@ -159,6 +167,8 @@ class PluginLookup:
                 exc,
             )
             raise HandshakeError(HTTPStatus.BAD_GATEWAY, "token lookup failed") from None
+        finally:
+            deadline.close()
         try:
             target = as_target(result)
         except ValueError as exc:
@@ -167,11 +177,6 @@ class PluginLookup:
         if target is None:
             raise HandshakeError(HTTPStatus.NOT_FOUND, f"unknown token {shown}")
         return target
-
-    def _run(self, token: str) -> object:
-        if self._pool is None:
-            self._pool = ThreadPool(LOOKUP_THREADS)
-        return self._pool.spawn(self.plugin.lookup, token).get(timeout=self.timeout)
 
     def reload(self) -> None:
         reload = getattr(self.plugin, "reload", None)
