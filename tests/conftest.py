@@ -23,12 +23,19 @@ WSPROXY = str(Path(sys.executable).with_name("wsproxy"))
 
 
 class EchoServer:
-    """A threaded TCP echo server: every byte it receives goes back, until the peer closes."""
+    """A threaded TCP echo server (or, given ``unix_path``, a UNIX socket one): every byte it
+    receives goes back, until the peer closes."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.port = self.sock.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
+    def __init__(self, unix_path: Path | None = None) -> None:
+        if unix_path is None:
+            self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+            self.port = self.sock.getsockname()[1]
+            self.address = f"127.0.0.1:{self.port}"
+        else:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(str(unix_path))
+            self.sock.listen(128)
+            self.port, self.address = 0, str(unix_path)
         self.connections = 0
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -243,8 +250,10 @@ def echo_once(url: str, payload: bytes = b"ping", sock: socket.socket | None = N
         return answer if isinstance(answer, bytes) else answer.encode()
 
 
-def refused_start(proc: ProxyProcess, status: int = 2) -> str:
-    """Wait for a wsproxy started with ``ready=False`` to exit with ``status``; returns its log."""
-    assert proc.proc.wait(10) == status, proc.log
+def refused_start(run_proxy: Callable[..., ProxyProcess], args: list[str], **kwargs: object) -> str:
+    """Start wsproxy with ``args`` (``run_proxy``'s ``kwargs``), expect exit status 2 (bad input)
+    before it listens; returns its log."""
+    proc = run_proxy(args, ready=False, **kwargs)
+    assert proc.proc.wait(10) == 2, proc.log
     proc._reader.join(2)
     return proc.log

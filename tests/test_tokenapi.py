@@ -141,8 +141,7 @@ def test_a_hanging_api_times_out_while_others_relay(run_proxy, api: TokenAPI) ->
 
 @pytest.mark.parametrize("source", ["ftp://h/%s", "http://h/no-placeholder", "http://h/%d/%s"])
 def test_bad_url_exits_2(run_proxy, source: str) -> None:
-    proc = run_proxy(
-        ["--token-plugin", "JSONTokenApi", "--token-source", source, "127.0.0.1:0"], ready=False
+    log = refused_start(
+        run_proxy, ["--token-plugin", "JSONTokenApi", "--token-source", source, "127.0.0.1:0"]
     )
-    log = refused_start(proc)
     assert "token_source: JSONTokenApi needs a URL (expected an http:// or https:// URL" in log

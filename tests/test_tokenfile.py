@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,16 +92,15 @@ def test_target_config_is_the_deprecated_alias(run_proxy, tmp_path: Path, echo_s
 
 
 def test_unreadable_token_source_exits_2(run_proxy, tmp_path: Path) -> None:
-    proc = run_proxy(["--token-source", str(tmp_path / "missing"), "127.0.0.1:0"], ready=False)
-    log = refused_start(proc)
+    log = refused_start(run_proxy, ["--token-source", str(tmp_path / "missing"), "127.0.0.1:0"])
     assert "missing: token_source: cannot read token source" in log
 
 
 def test_target_and_token_source_together_is_an_error(run_proxy, tmp_path: Path) -> None:
     path = tmp_path / "t"
     path.write_text("a: h:1\n")
-    proc = run_proxy(["--token-source", str(path), "127.0.0.1:0", "h:1"], ready=False)
-    assert "too many arguments: 'h:1'" in refused_start(proc)
+    log = refused_start(run_proxy, ["--token-source", str(path), "127.0.0.1:0", "h:1"])
+    assert "too many arguments: 'h:1'" in log
 
 
 def test_oversized_token_file_is_refused_not_cut(tmp_path: Path) -> None:
@@ -144,44 +141,23 @@ def test_token_file_name(run_proxy, tmp_path: Path, echo_server) -> None:
 def test_token_file_name_needs_a_directory(run_proxy, tmp_path: Path) -> None:
     path = tmp_path / "file"
     path.write_text("")
-    proc = run_proxy(
-        ["--token-plugin", "TokenFileName", "--token-source", str(path), "127.0.0.1:0"], ready=False
+    log = refused_start(
+        run_proxy, ["--token-plugin", "TokenFileName", "--token-source", str(path), "127.0.0.1:0"]
     )
-    log = refused_start(proc)
     assert "token_source: TokenFileName needs a directory (expected a directory of" in log
-
-
-class UnixEcho:
-    """A threaded echo server on a UNIX socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(str(path))
-        self.sock.listen(8)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                while data := conn.recv(65536):
-                    conn.sendall(data)
 
 
 @pytest.fixture
 def socket_dir(tmp_path: Path) -> Iterator[Path]:
     sockets = tmp_path / "sockets"
     sockets.mkdir()
-    inside = UnixEcho(sockets / "vm1")
-    outside = UnixEcho(tmp_path / "outside")
+    inside = EchoServer(sockets / "vm1")
+    outside = EchoServer(tmp_path / "outside")
     (sockets / "link").symlink_to(tmp_path / "outside")
     (sockets / "plain").write_text("not a socket")
     yield sockets
-    inside.sock.close()
-    outside.sock.close()
+    inside.close()
+    outside.close()
 
 
 def test_unix_domain_socket_directory(run_proxy, socket_dir: Path) -> None:

@@ -117,9 +117,8 @@ def test_bad_key_file_exits_2(run_proxy, tmp_path: Path, content: bytes | None) 
     path = tmp_path / "key"
     if content is not None:
         path.write_bytes(content)
-    proc = run_proxy(
-        ["--token-plugin", "JWTTokenApi", "--token-source", str(path), "127.0.0.1:0"], ready=False
+    log = refused_start(
+        run_proxy, ["--token-plugin", "JWTTokenApi", "--token-source", str(path), "127.0.0.1:0"]
     )
-    log = refused_start(proc)
     assert f"{path}: token_source: " in log
     assert "(expected a PEM key file, or a file holding a symmetric key in base64url)" in log

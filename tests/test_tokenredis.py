@@ -155,10 +155,9 @@ def test_wrong_password_and_no_redis_are_502_without_the_password(run_proxy, red
 
 @pytest.mark.parametrize("source", ["h:port:0:secretpw", "h:1:db:secretpw", "a:1:2:secretpw:n:x"])
 def test_bad_source_exits_2_without_showing_it(run_proxy, source: str) -> None:
-    proc = run_proxy(
-        ["--token-plugin", "TokenRedis", "--token-source", source, "127.0.0.1:0"], ready=False
+    log = refused_start(
+        run_proxy, ["--token-plugin", "TokenRedis", "--token-source", source, "127.0.0.1:0"]
     )
-    log = refused_start(proc)
     assert "token_source: bad TokenRedis source (expected host[:port[:db[:password" in log
     assert "secretpw" not in log
 

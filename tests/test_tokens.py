@@ -187,12 +187,11 @@ def test_websockify_module_names_load_the_builtins(run_proxy, tmp_path: Path, ec
     ],
 )
 def test_bad_plugin_exits_2_naming_the_key(run_proxy, plugin_path, plugin, message) -> None:
-    proc = run_proxy(
+    log = refused_start(
+        run_proxy,
         ["--token-plugin", plugin, "--token-source", "s3cret", "127.0.0.1:0"],
         env=plugin_path,
-        ready=False,
     )
-    log = refused_start(proc)
     assert message in log
     assert "s3cret" not in log
 
@@ -210,12 +209,11 @@ def test_missing_optional_library_names_the_extra(
         raise ModuleNotFoundError("No module named {library!r}", name={library!r})
     """)
     )
-    proc = run_proxy(
+    log = refused_start(
+        run_proxy,
         ["--token-plugin", plugin, "--token-source", "x", "127.0.0.1:0"],
         env={"PYTHONPATH": str(tmp_path)},
-        ready=False,
     )
-    log = refused_start(proc)
     assert (
         f"token_plugin: cannot load token plug-in {plugin}: No module named '{library}'; "
         f"pip install wsproxy[{extra}]" in log
