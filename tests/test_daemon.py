@@ -321,19 +321,26 @@ def test_log_file_that_cannot_be_reopened_keeps_the_old_one(start_daemon, tmp_pa
 
 
 def test_syslog_receives_log_lines(tmp_path: Path, echo_server: EchoServer, run_proxy) -> None:
+    """websockify's default: RFC 5424 lines, facility user when not a daemon."""
     address = tmp_path / "log.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
         syslog.bind(str(address))
         syslog.settimeout(5)
         proxy = run_proxy(["--syslog", str(address), "127.0.0.1:0", echo_server.address])
         pid = proxy.proc.pid
-        # <28>, <30>: facility daemon (3) * 8 + severity warning (4), info (6)
+        host = re.escape(socket.gethostname())
+        stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+        # <12>, <14>: facility user (1) * 8 + severity warning (4), info (6)
         warning = syslog.recv(4096).decode()  # origins is empty: said first
-        assert warning.startswith(f"<28>wsproxy[{pid}]: WARNING wsproxy: origins is empty")
-        assert syslog.recv(4096).decode() == (
-            f"<30>wsproxy[{pid}]: INFO wsproxy: listening on 127.0.0.1:{proxy.port}, "
-            f"target {echo_server.address}\x00"
-        )
+        assert re.fullmatch(
+            rf"<12>1 {stamp} {host} wsproxy {pid} - - WARNING wsproxy: origins is empty.*", warning
+        ), warning
+        listening = syslog.recv(4096).decode()
+        assert re.fullmatch(
+            rf"<14>1 {stamp} {host} wsproxy {pid} - - INFO wsproxy: listening on "
+            rf"127\.0\.0\.1:{proxy.port}, target {re.escape(echo_server.address)}",
+            listening,
+        ), listening
         echo_once(proxy.port)
         messages = [syslog.recv(4096).decode() for _ in range(2)]
     assert "open peer=" in messages[0] and "closed peer=" in messages[1]

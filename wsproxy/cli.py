@@ -296,8 +296,9 @@ def serve(server: WSProxy, readiness: Readiness | None = None, *, run_program: b
 
 
 def _cannot_listen(settings: Settings, exc: OSError) -> StartupError:
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return StartupError(f"cannot listen on {format_address(settings.listen)}: {reason}")
+    reason = (exc.strerror or os.strerror(exc.errno)) if exc.errno else str(exc)
+    where = format_address(settings.unix_listen) if settings.unix_listen else None
+    return StartupError(f"cannot listen on {where or format_address(settings.listen)}: {reason}")
 
 
 def _log_listening(server: WSProxy) -> None:
@@ -309,11 +310,11 @@ def _log_listening(server: WSProxy) -> None:
             "origins is empty: any web page open in a browser that can reach this port can "
             "connect to the target; set origins to the pages that may (README: Origin)"
         )
-    log.info(
-        "listening on %s, target %s",
-        format_address(server.address),
-        server.targets.describe(),
-    )
+    if settings.libserver:
+        log.info("--libserver is ignored: wsproxy has one server, this one")
+    if settings.traffic and settings.daemon:
+        log.warning("--traffic writes to standard error, which a daemon does not have")
+    log.info("listening on %s, target %s", server.listen_name, server.targets.describe())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

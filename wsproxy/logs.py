@@ -10,19 +10,16 @@ Every line carries the process id: with ``--workers`` it tells which worker serv
 
 from __future__ import annotations
 
-import errno
 import logging
-import logging.handlers
-import socket
 import sys
 
 from wsproxy.errors import StartupError
 from wsproxy.settings import Settings
+from wsproxy.sysloghandler import open_syslog
 
 __all__ = [
     "LOG_FORMAT",
     "MAX_FIELD_CHARS",
-    "SYSLOG_FALLBACK_ADDRESS",
     "SYSLOG_FORMAT",
     "ReopeningFileHandler",
     "logfmt",
@@ -31,14 +28,11 @@ __all__ = [
 ]
 
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
-# syslog adds its own time stamp and host; the tag "wsproxy[pid]:" is the usual form.
-SYSLOG_FORMAT = "wsproxy[%(process)d]: %(levelname)s %(name)s: %(message)s"
+# The syslog header (see :mod:`wsproxy.sysloghandler`) carries the time, host, name and pid.
+SYSLOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 log = logging.getLogger(__name__)
 
 MAX_FIELD_CHARS = 200  # a longer value is cut in the log line (and ends with "...")
-
-DEFAULT_SYSLOG_ADDRESS = "/dev/log"
-SYSLOG_FALLBACK_ADDRESS = "/var/run/syslog"  # macOS and some BSDs have no /dev/log
 
 
 def logfmt(value: object, *, limit: int = MAX_FIELD_CHARS) -> str:
@@ -104,46 +98,12 @@ def open_handlers(settings: Settings) -> list[logging.Handler]:
     for handler in handlers:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     if settings.syslog:
-        handler = _syslog_handler(settings.syslog)
+        handler = open_syslog(
+            settings.syslog, daemon=settings.daemon, legacy=settings.legacy_syslog
+        )
         handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
         handlers.append(handler)
     return handlers
-
-
-def _syslog_handler(address: str) -> logging.Handler:
-    candidates = [address]
-    if address == DEFAULT_SYSLOG_ADDRESS:
-        candidates.append(SYSLOG_FALLBACK_ADDRESS)
-    errors = []
-    for path in candidates:
-        # SysLogHandler swallows a failed connect (and retries per line): probe first, so a
-        # missing syslog is a start-up error rather than a silent loss.
-        try:
-            socktype = _probe_unix_socket(path)
-        except OSError as exc:
-            errors.append(f"{path}: {exc.strerror or exc}")
-            continue
-        return logging.handlers.SysLogHandler(
-            address=path, facility=logging.handlers.SysLogHandler.LOG_DAEMON, socktype=socktype
-        )
-    # No silent fall-back to UDP: a daemon's log sent to a port nobody reads would just vanish.
-    raise StartupError("cannot reach syslog (" + "; ".join(errors) + "); check --syslog")
-
-
-def _probe_unix_socket(path: str) -> socket.SocketKind:
-    """The type of socket (datagram, else stream) that connects to ``path``; raises OSError."""
-    error: OSError | None = None
-    for socktype in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_UNIX, socktype) as sock:
-            try:
-                sock.connect(path)
-            except OSError as exc:
-                # EPROTOTYPE: a stream socket at the path; keep the first other error.
-                error = exc if error is None or error.errno == errno.EPROTOTYPE else error
-                continue
-            return socktype
-    assert error is not None
-    raise error
 
 
 def reopen_log_files(logger: logging.Logger | None = None) -> int:

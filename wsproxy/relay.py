@@ -92,6 +92,7 @@ class Relay:
         self.close_sent = False  # ... and succeeded
         self._deadline = 0.0  # the whole closing phase ends by then (set by the first _end)
         self.last_counts = (0, 0, 0.0)  # (bytes_in, bytes_out, when) for the idle sweeper
+        self.client_reads = 0  # reads that brought client bytes (the heartbeat's "answered")
 
     def run(self, pending: bytes = b"") -> Outcome:
         """Pump both ways until one side ends; ``pending`` are client bytes read with the head.
@@ -136,6 +137,12 @@ class Relay:
             self.target.shutdown(socket.SHUT_RDWR)
         self._end("server", code, reason)
 
+    def send_control(self, frame: bytes) -> None:
+        """Write a control frame (the heartbeat's ping) between two data frames; nothing once
+        our close is due. A failed write is the pumps' to report."""
+        with contextlib.suppress(_Closing, OSError):
+            self._send_client(frame)
+
     # -- the pumps --
 
     def _pump_client(self, pending: bytes) -> None:
@@ -179,6 +186,7 @@ class Relay:
                 if not n:
                     self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
                     return
+                self.client_reads += 1
                 data = view[:n]
         except ProtocolError as exc:
             self._end("proxy", exc.close_code, exc.reason)

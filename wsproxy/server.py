@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -21,14 +22,18 @@ from gevent.server import StreamServer
 from wsproxy.context import Context
 from wsproxy.errors import CloseCode, ConfigError, StartupError
 from wsproxy.frontdoor import FrontDoor
+from wsproxy.heartbeat import Heartbeat
+from wsproxy.lifetime import Lifetime
+from wsproxy.listeners import Listener, open_listener
 from wsproxy.metrics import open_metrics
 from wsproxy.plugins.tokens import load_lookup
 from wsproxy.protocol.forwarded import TrustedProxies
 from wsproxy.record import Recordings
-from wsproxy.relay import scratch_buffer
+from wsproxy.relay import Relay, scratch_buffer
 from wsproxy.session import Session
 from wsproxy.settings import Address, Settings, format_address
 from wsproxy.targets import Connector, FixedTarget, Targets, TokenTargets, WrappedTarget
+from wsproxy.traffic import write_legend
 from wsproxy.wrap import WrappedProgram
 
 __all__ = ["WSProxy"]
@@ -77,6 +82,12 @@ class WSProxy(StreamServer):
         self._stopping = False
         self._stopper: gevent.Greenlet | None = None
         self._sweeper: gevent.Greenlet | None = None
+        self._heartbeat: gevent.Greenlet | None = None
+        self.listener: Listener | None = None
+        self._retired = False  # no longer accepting: waiting for the open sessions to end
+        self.lifetime = Lifetime(
+            settings, active=lambda: len(self.sessions), retire=self.retire, stop=self.stop
+        )
         self.scratch = scratch_buffer()  # the relays' shared read buffer (see relay.py)
         # -- traffic: recording, load balancers, metrics --
         self.recordings = Recordings(settings.record) if settings.record else None
@@ -100,15 +111,17 @@ class WSProxy(StreamServer):
             )
         self.targets = self.make_targets(settings)
         # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
-        pool = Pool(settings.max_connections or None)
-        super().__init__(settings.listen, spawn=pool)
+        pool = Pool(self.lifetime.pool_size or settings.max_connections or None)
+        # The listener itself is made by get_listener (UNIX socket, inetd, -6): gevent needs
+        # an address of some form here.
+        super().__init__(settings.listen or ("", 0), spawn=pool)
 
     # -- what sessions share --
 
     def make_targets(self, settings: Settings) -> Targets:
         """The target selection the settings ask for (see :mod:`wsproxy.targets`)."""
         if self.wrapped is not None:
-            return WrappedTarget(self.wrapped)
+            return WrappedTarget(self.wrapped, settings.unix_target)
         connector = Connector(settings)
         if settings.token_plugin:
             return TokenTargets(load_lookup(settings), connector)
@@ -129,7 +142,7 @@ class WSProxy(StreamServer):
             trusted_proxies=self.trusted_proxies,
             recordings=self.recordings,
             scratch=self.scratch,
-            listen_port=self.server_port if self.socket is not None else 0,
+            listen_port=(self.server_port or 0) if self.socket is not None else 0,
         )
         if self.socket is not None:
             self._context = context
@@ -155,12 +168,19 @@ class WSProxy(StreamServer):
             program cannot be started.
         """
         super().start()
-        if self.settings.session_idle_timeout > 0:
-            self._sweeper = gevent.spawn(self._sweep_idle, self.settings.session_idle_timeout)
+        settings = self.settings
+        if settings.session_idle_timeout > 0:
+            self._sweeper = gevent.spawn(self._sweep_idle, settings.session_idle_timeout)
+        if settings.heartbeat > 0:
+            beat = Heartbeat(settings.heartbeat, self._relays, settings.close_timeout)
+            self._heartbeat = gevent.spawn(beat.run)
+        if settings.traffic:
+            write_legend()
+        self.lifetime.start()
         try:
             self.metrics.start(healthy=lambda: not self._stopping)
             if self.wrapped is not None and run_program:
-                self.wrapped.start(self.server_port)
+                self.wrapped.start(self.server_port or 0)
         except BaseException:
             self.metrics.stop()
             self.close()
@@ -194,8 +214,21 @@ class WSProxy(StreamServer):
             self.metrics.stop()
             raise
 
+    def get_listener(self, address: Any, backlog: Any = None, family: Any = None) -> Any:
+        """gevent's hook for binding: TCP (host names in websockify's family order), a UNIX
+        socket or the inetd socket, as the settings say (see :mod:`wsproxy.listeners`)."""
+        self.listener = open_listener(self.settings, backlog or self.backlog)
+        return self.listener.sock
+
+    @property
+    def listen_name(self) -> str:
+        """How the log names where we listen."""
+        if self.listener is not None:
+            return self.listener.name
+        return format_address(self.address)
+
     def handle(self, sock: Any, address: Any) -> None:
-        if self._stopping:  # accepted just before stop() began: it will not be closed, so drop it
+        if self._stopping or self._retired:  # accepted just before: it will not be served
             sock.close()
             return
         session = self.session_class(sock, address, self.context)
@@ -205,6 +238,32 @@ class WSProxy(StreamServer):
             session.run()
         finally:
             self.sessions.discard(session)
+            self.lifetime.ended(session.relay is not None)
+
+    def _relays(self) -> list[tuple[str, Relay]]:
+        return [(s.peer, s.relay) for s in self.sessions if s.relay is not None]
+
+    def start_accepting(self) -> None:
+        if not self._retired:  # gevent restarts accepting when a pool slot frees
+            super().start_accepting()
+
+    def retire(self) -> None:
+        """Stop accepting (the listener is closed) and stop once the open sessions have ended,
+        however long they take (websockify's ``--timeout``)."""
+        self._retired = True
+        self.stop_accepting()
+        self._close_listener()
+        gevent.spawn(self._stop_when_drained)
+
+    def _stop_when_drained(self) -> None:
+        self.pool.join()
+        self.stop()
+
+    def _close_listener(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            self.socket.close()
+        if self.listener is not None:
+            self.listener.remove()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop within one deadline of ``timeout`` (default ``graceful_timeout``): stop accepting,
@@ -242,9 +301,13 @@ class WSProxy(StreamServer):
 
     def _stop(self, deadline: float) -> None:
         self._stopping = True
-        if self._sweeper is not None:
-            self._sweeper.kill(block=False)
+        self.lifetime.cancel()
+        for helper in (self._sweeper, self._heartbeat):
+            if helper is not None:
+                helper.kill(block=False)
         self.close()
+        if self.listener is not None:
+            self.listener.remove()
         if self.sessions:
             log.info("stopping: closing %d session(s)", len(self.sessions))
         closers = [gevent.spawn(s.going_away) for s in list(self.sessions)]

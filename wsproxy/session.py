@@ -28,6 +28,7 @@ from wsproxy.protocol.forwarded import forwarded_client
 from wsproxy.protocol.handshake import Kind, Request
 from wsproxy.relay import Outcome, Relay
 from wsproxy.settings import format_address
+from wsproxy.traffic import TrafficTrace
 from wsproxy.wire import Deadline, linger_close, read_until
 
 __all__ = ["Session", "tune_socket"]
@@ -49,7 +50,8 @@ class Session:
         # Where the connection comes from: the TCP peer, or the client a trusted PROXY header
         # names. A trusted X-Forwarded-For is weighed against it, request by request.
         self.via_ip = address[0] if isinstance(address, tuple) else ""
-        self.via = _format_peer(address)
+        # A UNIX socket client has no name (''): it is named by the socket it came through.
+        self.via = _format_peer(address or self.settings.unix_listen or "")
         self.peer = self.via  # the client of the current request, as logs and recordings name it
         self.secure = False
         self.started = time.monotonic()
@@ -201,12 +203,13 @@ class Session:
             codec = make_codec(protocol, subprotocol)
             recordings = self.context.recordings
             recorder = recordings.open(self.peer, self.started) if recordings else None
+            hook = TrafficTrace(recorder) if self.settings.traffic else recorder
             self.relay = relay = Relay(
                 self.sock,
                 target_sock,
                 codec,
                 close_timeout=self.settings.close_timeout,
-                recorder=recorder,
+                recorder=hook,
                 scratch=self.context.scratch,
             )
             log.info(
@@ -272,4 +275,6 @@ def tune_socket(sock: Any) -> None:
 def _format_peer(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return format_address((address[0], address[1]))
+    if isinstance(address, str):
+        return format_address(address)
     return str(address) or "-"

@@ -7,7 +7,6 @@ wrapped program. Each kind is one class here; :func:`targets_for` picks it from 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import shlex
 import socket
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent.socket
 
+from wsproxy.dial import by_family, dial, family_of
 from wsproxy.errors import HandshakeError
 from wsproxy.protocol.handshake import Request
 from wsproxy.settings import Address, Settings, format_address
@@ -115,19 +115,23 @@ class TokenTargets:
 
 
 class WrappedTarget:
-    """The program started by wsproxy (``-- PROGRAM``), at its moved port."""
+    """The program started by wsproxy (``-- PROGRAM``), at its moved port, or at the UNIX socket
+    it serves (``--unix-target PATH PORT -- PROGRAM``, as jupyter-remote-desktop-proxy runs
+    ``vncserver -rfbunixpath PATH``)."""
 
-    def __init__(self, program: WrappedProgram) -> None:
+    def __init__(self, program: WrappedProgram, unix_target: str | None = None) -> None:
         self.program = program
+        self.unix_target = unix_target
 
     def open(self, request: Request) -> tuple[Any, str]:
-        return self.program.connect()
+        return self.program.connect(self.unix_target)
 
     def reload(self) -> None:
         pass
 
     def describe(self) -> str:
-        return shlex.join(self.program.argv)
+        at = f" at {target_name(self.unix_target)}" if self.unix_target else ""
+        return shlex.join(self.program.argv) + at
 
 
 def connect(address: Target, timeout: float, *, prefer_ipv6: bool = False) -> Any:
@@ -136,12 +140,10 @@ def connect(address: Target, timeout: float, *, prefer_ipv6: bool = False) -> An
     Raises HandshakeError: ``502`` naming the target, with the reason.
     """
     try:
-        if isinstance(address, str):
-            sock = _connect_direct(socket.AF_UNIX, address, timeout)
-        elif (family := _numeric_family(address[0])) is not None:
+        if isinstance(address, str) or family_of(address[0]) is not None:
             # gevent's create_connection always calls getaddrinfo, in its thread pool: the bench's
             # profile of new sessions/s showed that hand-off at a quarter of the proxy's time.
-            sock = _connect_direct(family, address, timeout)
+            sock = dial(address, timeout)
         else:
             sock = _connect_by_name(address, timeout, prefer_ipv6)
     except OSError as exc:
@@ -159,33 +161,13 @@ def target_name(address: Target) -> str:
 
 
 def _connect_by_name(address: Address, timeout: float, prefer_ipv6: bool) -> Any:
-    """Resolve (in gevent's resolver) and try each address in turn, IPv6 first with ``-6``."""
+    """Resolve (in gevent's resolver) and try each address in turn: IPv4 first as websockify
+    does, IPv6 first with ``-6``."""
     infos = gevent.socket.getaddrinfo(*address, 0, socket.SOCK_STREAM)
-    if prefer_ipv6:
-        infos.sort(key=lambda info: info[0] != socket.AF_INET6)
     error: OSError = OSError(f"no address for {address[0]}")
-    for family, _, _, _, sockaddr in infos:
+    for family, _, _, _, sockaddr in by_family(infos, prefer_ipv6):
         try:
-            return _connect_direct(family, sockaddr, timeout)
+            return dial(sockaddr, timeout, family)
         except OSError as exc:
             error = exc
     raise error
-
-
-def _numeric_family(host: str) -> int | None:
-    """AF_INET or AF_INET6 for a numeric IP address, None for a host name."""
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return None
-
-
-def _connect_direct(family: int, address: Any, timeout: float) -> Any:
-    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

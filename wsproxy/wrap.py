@@ -46,6 +46,7 @@ import gevent.socket
 import gevent.subprocess
 
 from wsproxy.children import Backoff, status_of
+from wsproxy.dial import dial
 from wsproxy.errors import ConfigError, HandshakeError, StartupError
 from wsproxy.settings import format_address
 
@@ -230,9 +231,10 @@ class WrappedProgram:
         gevent.joinall(self._readers, timeout=KILL_WAIT)
         gevent.killall(self._readers)
 
-    def connect(self) -> tuple[Any, str]:
-        """Connect to the program's moved port, waiting up to ``connect_timeout`` for it to accept
-        (it may still be starting or respawning). Returns the socket and its address for the log.
+    def connect(self, unix_path: str | None = None) -> tuple[Any, str]:
+        """Connect to the program's moved port (or to the UNIX socket it serves, ``--unix-target``),
+        waiting up to ``connect_timeout`` for it to accept (it may still be starting or
+        respawning). Returns the socket and its address for the log.
 
         Raises:
             HandshakeError: 502 when it did not accept in time.
@@ -243,22 +245,24 @@ class WrappedProgram:
         while True:
             port = self.slot.get() if self.slot is not None else self.port
             hosts = (self._host, *(h for h in LOOPBACKS if h != self._host))
-            for host in hosts:
+            for address in [unix_path] if unix_path else [(host, port) for host in hosts]:
                 remaining = max(deadline - time.monotonic(), 0.01)
                 try:
-                    sock = gevent.socket.create_connection((host, port), timeout=remaining)
+                    sock = dial(address, remaining)
                 except OSError as exc:
                     if not isinstance(exc, socket.timeout) and exc.errno != errno.EADDRNOTAVAIL:
                         reason = exc.strerror or str(exc)
                     continue
                 sock.settimeout(None)
-                self._host = host
-                return sock, format_address((host, port))
+                if not isinstance(address, str):
+                    self._host = address[0]
+                return sock, format_address(address)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                where = format_address(unix_path) if unix_path else f"port {port}"
                 raise HandshakeError(
                     HTTPStatus.BAD_GATEWAY,
-                    f"wrapped program {self.name} did not accept on port {port} within "
+                    f"wrapped program {self.name} did not accept on {where} within "
                     f"{self.connect_timeout:g}s: {reason}",
                 )
             gevent.sleep(min(pause, remaining))

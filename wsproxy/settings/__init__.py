@@ -171,6 +171,14 @@ class Settings(ProcessSettings, SecuritySettings, ConnectionSettings):
                 key="target",
                 expected="HOST:PORT, or a program to wrap after --",
             )
+        single = [n for n in ("run_once", "timeout", "idle_timeout") if getattr(settings, n)]
+        if single and settings.workers > 1:
+            raise ConfigError(
+                f"{single[0]} ends one process, and workers is {settings.workers}",
+                source=source,
+                key=single[0],
+                expected="workers = 1 with run_once, timeout and idle_timeout",
+            )
         for name, needed in NEEDS:
             if getattr(settings, name) not in (None, False) and not getattr(settings, needed):
                 raise ConfigError(

@@ -15,7 +15,7 @@ from wsproxy.settings.values import (
     parse_networks,
     parse_path,
     parse_positive_seconds,
-    parse_text,
+    parse_syslog,
     parse_workers,
 )
 
@@ -60,7 +60,7 @@ class ProcessSettings:
     )
     syslog: str | None = declare(
         None,
-        parse_text,
+        parse_syslog,
         "a UNIX socket path (/dev/log) or a UDP host:port",
         "send the log to this syslog server (RFC 5424)",
         meta="SERVER",

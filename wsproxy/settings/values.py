@@ -33,10 +33,12 @@ __all__ = [
     "parse_positive_seconds",
     "parse_seconds",
     "parse_size",
+    "parse_syslog",
     "parse_target",
     "parse_text",
     "parse_window_bits",
     "parse_workers",
+    "syslog_address",
 ]
 
 Address = tuple[str, int]
@@ -165,6 +167,24 @@ def parse_mode(text: str) -> int:
     return value
 
 
+def syslog_address(text: str) -> tuple[str, int] | str:
+    """websockify's ``--syslog SERVER``: with a colon, a UDP ``host:port`` (split at the last
+    colon; brackets around an IPv6 host are stripped), else a UNIX socket path."""
+    if ":" not in text:
+        return text
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(text)
+    return host, parse_port(port)
+
+
+def parse_syslog(text: str) -> str:
+    value = parse_text(text)
+    syslog_address(value)
+    return value
+
+
 def parse_text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -203,13 +223,16 @@ def choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def format_address(address: tuple[Any, ...] | None) -> str:
+def format_address(address: tuple[Any, ...] | str | None) -> str:
     """``host:port``, ``[v6]:port``, or the host alone (bracketed if v6) when port is None.
 
-    Takes any socket address tuple: IPv6 ones have four fields (host, port, flowinfo, scope),
-    and an IPv4 client of a dual-stack listener (``::ffff:192.0.2.1``) is named by its IPv4
-    address.
+    Takes any socket address: IPv6 tuples have four fields (host, port, flowinfo, scope), and
+    an IPv4 client of a dual-stack listener (``::ffff:192.0.2.1``) is named by its IPv4
+    address. A UNIX socket address is a path (``unix:PATH``), or ``''`` for an unnamed peer
+    (``unix``).
     """
+    if isinstance(address, str):
+        return f"unix:{address}" if address else "unix"
     if not address:
         return ""
     host, port = str(address[0]), address[1] if len(address) > 1 else None
