@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 # Debian packages the tests drive as real peers (installed when missing; see tools/).
 TEST_PACKAGES := socat chromium telnetd tigervnc-standalone-server systemd nginx nodejs \
-	redis-server haproxy novnc
+	redis-server haproxy novnc libnss-wrapper
 
 .PHONY: all venv run test lint typecheck unit system-packages rebind clean bench
 

@@ -98,6 +98,8 @@ def parse_args(argv: Sequence[str]) -> Settings:
         argv, program = argv[:cut], argv[cut + 1 :]
         if not program:
             raise ConfigError("no program after --; see wsproxy --help", source="command line")
+    # docopt-ng reads "-6" as a negative number, a positional argument: spell it out.
+    argv = ["--prefer-ipv6" if arg == "-6" else arg for arg in argv]
     usage = build_usage()
     known = {"-h", "--help", "--version", "-c", "--config"}
     known |= {name for row in SETTINGS for name in (row.flag, row.short) if name}
