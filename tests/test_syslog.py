@@ -18,7 +18,7 @@ STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 
 def receive_until(sock: socket.socket, word: str, limit: int = 20) -> list[str]:
-    """Datagrams until one holds ``word`` (bounded by ``limit`` messages and the socket's timeout)."""
+    """Datagrams until one holds ``word`` (at most ``limit``, each within the socket's timeout)."""
     messages = []
     for _ in range(limit):
         messages.append(sock.recv(65536).decode("utf-8"))
@@ -90,9 +90,9 @@ def test_daemon_logs_with_facility_daemon(tmp_path: Path, echo_server: EchoServe
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
         syslog.bind(str(address))
         syslog.settimeout(5)
+        args = ["-D", "--pid-file", "w.pid", "--syslog", "log.sock", "127.0.0.1:0"]
         result = subprocess.run(
-            [WSPROXY, "-D", "--pid-file", "w.pid", "--syslog", "log.sock"]
-            + ["127.0.0.1:0", echo_server.address],
+            [WSPROXY, *args, echo_server.address],
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,
             capture_output=True,
