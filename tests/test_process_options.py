@@ -1,0 +1,218 @@
+"""websockify 0.13's process options with their meaning there, each run as the real command line
+against real clients: ``--heartbeat``, ``--run-once``, ``--timeout``, ``--idle-timeout``,
+``--traffic`` and ``--libserver``."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import EchoServer, ProxyProcess, raw_connect, read_http_head
+from websockets.sync.client import connect
+from wsraw import RawClient
+
+from wsproxy.protocol.rfc6455 import Close, Opcode, Ping
+
+
+def exit_within(proxy: ProxyProcess, seconds: float) -> int:
+    """The exit status of ``proxy``, which must end on its own within ``seconds``."""
+    try:
+        return proxy.proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"wsproxy still running after {seconds} s:\n{proxy.log}") from None
+
+
+# -- --heartbeat --
+
+
+def test_heartbeat_closes_a_client_that_never_answers(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+    interval = 1.0
+    proxy = run_proxy(["--heartbeat", "1", "127.0.0.1:0", echo_server.address])
+    started = time.monotonic()
+    client = RawClient(proxy.port, timeout=10)  # reads everything, writes nothing
+    pings = 0
+    while True:
+        event = client.next_event()
+        if isinstance(event, Ping):
+            pings += 1
+        elif isinstance(event, Close):
+            break
+    closed_after = time.monotonic() - started
+    assert pings >= 1
+    assert closed_after <= 2 * interval + 1, closed_after
+    assert event.code == 1011 and event.reason == "heartbeat timeout"
+    proxy.wait_log(r"heartbeat timeout peer=127\.0\.0\.1:\d+")
+    proxy.wait_log(r"closed peer=.* by=server code=1011 reason=\"heartbeat timeout\"")
+    client.sock.close()
+
+
+def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:  # type: ignore[no-untyped-def]
+    """A vanished client of a target that keeps sending (a VNC screen): the relay is stuck
+    writing to the client, so even the close frame cannot go out; the session still ends."""
+    flood = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = flood.accept()
+        with conn:
+            with contextlib.suppress(OSError):
+                while not stop.is_set():
+                    conn.sendall(b"\0" * 65536)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        args = ["--heartbeat", "1", "--close-timeout", "0.5", "127.0.0.1:0"]
+        proxy = run_proxy([*args, f"127.0.0.1:{flood.getsockname()[1]}"])
+        client = RawClient(proxy.port, timeout=10)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
+        started = time.monotonic()
+        proxy.wait_log(r"closed peer=.* code=1011 reason=\"heartbeat timeout\"", timeout=10)
+        assert time.monotonic() - started <= 2 * 1 + 0.5 + 1.5
+        client.sock.close()
+    finally:
+        stop.set()
+        flood.close()
+
+
+def test_heartbeat_keeps_a_client_that_answers(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+    proxy = run_proxy(["--heartbeat", "0.5", "127.0.0.1:0", echo_server.address])
+    client = RawClient(proxy.port, timeout=10)
+    deadline = time.monotonic() + 2.5  # five intervals
+    pongs = 0
+    client.sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            event = client.next_event()
+        except TimeoutError:
+            continue
+        assert not isinstance(event, Close), event
+        if isinstance(event, Ping):
+            client.send_frame(Opcode.PONG, event.payload)  # answers with nothing but pongs
+            pongs += 1
+    assert pongs >= 3
+    client.sock.settimeout(5)
+    client.send_frame(Opcode.BINARY, b"still here")
+    assert client.recv_data(10) == b"still here"
+    assert "heartbeat timeout" not in proxy.log
+
+
+def test_heartbeat_with_a_real_client_library(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+    """websockets answers pings on its own: its session outlives many intervals."""
+    proxy = run_proxy(["--heartbeat", "0.3", "127.0.0.1:0", echo_server.address])
+    with connect(proxy.url, open_timeout=5, ping_interval=None) as ws:
+        time.sleep(1.5)
+        ws.send(b"alive")
+        assert ws.recv(timeout=5) == b"alive"
+    assert "heartbeat timeout" not in proxy.log
+
+
+# -- --run-once --
+
+
+def test_run_once_exits_0_after_one_websocket_connection(
+    run_proxy, echo_server: EchoServer
+) -> None:  # type: ignore[no-untyped-def]
+    proxy = run_proxy(["--run-once", "127.0.0.1:0", echo_server.address])
+    with raw_connect(proxy.port) as plain:  # a plain HTTP request does not count
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, _ = read_http_head(plain)
+    assert status == 404
+    time.sleep(0.3)
+    assert proxy.proc.poll() is None
+    with connect(proxy.url, open_timeout=5) as ws:
+        ws.send(b"once")
+        assert ws.recv(timeout=5) == b"once"
+    assert exit_within(proxy, 10) == 0
+    assert "stopping: --run-once, the WebSocket connection has ended" in proxy.log
+
+
+# -- --timeout --
+
+
+def test_timeout_exits_0_when_no_client_came(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    proxy = run_proxy(["--timeout", "1", "127.0.0.1:0", echo_server.address])
+    assert exit_within(proxy, 10) == 0
+    assert time.monotonic() - started >= 1
+    assert "stopping: --timeout 1s reached with no connection open" in proxy.log
+
+
+def test_timeout_lets_an_open_session_run_and_refuses_new_ones(
+    run_proxy, echo_server: EchoServer
+) -> None:  # type: ignore[no-untyped-def]
+    """websockify stops accepting at the timeout; its session processes run to their end."""
+    proxy = run_proxy(["--timeout", "1", "127.0.0.1:0", echo_server.address])
+    with connect(proxy.url, open_timeout=5) as ws:
+        proxy.wait_log(r"stopping: --timeout 1s reached: no new connections", timeout=5)
+        with socket.socket() as late, pytest.raises(ConnectionRefusedError):
+            late.connect(("127.0.0.1", proxy.port))
+        ws.send(b"after the timeout")
+        assert ws.recv(timeout=5) == b"after the timeout"
+        assert proxy.proc.poll() is None
+    assert exit_within(proxy, 10) == 0
+
+
+# -- --idle-timeout --
+
+
+def test_idle_timeout_exits_0_after_n_seconds_without_a_connection(
+    run_proxy, echo_server: EchoServer
+) -> None:  # type: ignore[no-untyped-def]
+    proxy = run_proxy(["--idle-timeout", "1", "127.0.0.1:0", echo_server.address])
+    with connect(proxy.url, open_timeout=5) as ws:
+        time.sleep(1.5)  # longer than the idle timeout, but a connection is open
+        assert proxy.proc.poll() is None
+        ws.send(b"busy")
+        assert ws.recv(timeout=5) == b"busy"
+    closed = time.monotonic()
+    assert exit_within(proxy, 10) == 0
+    assert time.monotonic() - closed >= 0.9
+    assert "stopping: --idle-timeout 1s: no connection open for that long" in proxy.log
+
+
+@pytest.mark.parametrize("option", [["--run-once"], ["--timeout", "5"], ["--idle-timeout", "5"]])
+def test_exit_options_refuse_several_workers(echo_server: EchoServer, option: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wsproxy", *option, "--workers", "2", "0", echo_server.address],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "workers = 1" in result.stderr
+
+
+# -- --traffic, --libserver --
+
+
+def test_traffic_writes_websockify_characters(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+    proxy = run_proxy(["--traffic", "127.0.0.1:0", echo_server.address])
+    with connect(proxy.url, open_timeout=5) as ws:
+        for _ in range(3):
+            ws.send(b"x")
+            assert ws.recv(timeout=5) == b"x"
+    proxy.wait_log(r"closed peer=")
+    assert "Traffic Legend:" in proxy.log
+    assert proxy.log.count("}>") == 3 and proxy.log.count("{<") == 3
+
+
+def test_no_traffic_characters_without_the_option(proxy: ProxyProcess) -> None:
+    with connect(proxy.url, open_timeout=5) as ws:
+        ws.send(b"x")
+        assert ws.recv(timeout=5) == b"x"
+    proxy.wait_log(r"closed peer=")
+    assert "}>" not in proxy.log and "Traffic Legend" not in proxy.log
+
+
+def test_libserver_is_accepted_and_said_to_be_ignored(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+    proxy = run_proxy(["--libserver", "127.0.0.1:0", echo_server.address])
+    proxy.wait_log(r"--libserver is ignored")
+    with connect(proxy.url, open_timeout=5) as ws:
+        ws.send(b"x")
+        assert ws.recv(timeout=5) == b"x"
