@@ -59,10 +59,9 @@ def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:  # t
 
     def serve() -> None:
         conn, _ = flood.accept()
-        with conn:
-            with contextlib.suppress(OSError):
-                while not stop.is_set():
-                    conn.sendall(b"\0" * 65536)
+        with conn, contextlib.suppress(OSError):
+            while not stop.is_set():
+                conn.sendall(b"\0" * 65536)
 
     threading.Thread(target=serve, daemon=True).start()
     try:
