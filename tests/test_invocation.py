@@ -187,6 +187,20 @@ def test_unix_listen_with_its_mode(
     assert not path.exists()  # removed on exit
 
 
+def test_unix_listen_with_workers(tmp_path: Path, echo_server: EchoServer) -> None:
+    """Every worker accepts on the master's socket; the master removes it on exit."""
+    path = tmp_path / "ws.sock"
+    args = ["--workers", "2", "--unix-listen", str(path), echo_server.address]
+    proxy = ProxyProcess(args, ready=False)
+    try:
+        proxy.wait_log(r"listening on unix:")
+        for i in range(4):
+            assert asyncio.run(unix_echo(path, b"%d" % i)) == b"%d" % i
+    finally:
+        assert proxy.stop() == 0, proxy.log
+    assert not path.exists()
+
+
 def test_unix_listen_replaces_a_stale_socket_and_refuses_a_live_one(
     tmp_path: Path, echo_server: EchoServer
 ) -> None:

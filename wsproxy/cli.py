@@ -200,6 +200,7 @@ def run(settings: Settings) -> int:
     pid_file = PidFile(settings.pid_file) if settings.pid_file else None
     readiness: Readiness | None = None
     files: ValueFiles | None = None
+    server: WSProxy | None = None
     try:
         if settings.metrics_listen and settings.workers > 1:
             files = ValueFiles()  # every process records into files: before any metric exists
@@ -252,6 +253,8 @@ def run(settings: Settings) -> int:
             readiness.failed(str(exc))
         raise
     finally:
+        if server is not None and server.listener is not None:
+            server.listener.remove()  # a --unix-listen socket file (the master's, with workers)
         if pid_file:
             pid_file.remove()
         if files:
