@@ -181,6 +181,27 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5, what: str = 
         time.sleep(0.02)
 
 
+def run_wsproxy(
+    args: list[str], *, cwd: Path | None = None, stdin: int = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``wsproxy`` to its end (a start that must fail, or a short-lived one),
+    with its output captured as text."""
+    return subprocess.run(
+        [WSPROXY, *args], cwd=cwd, stdin=stdin, capture_output=True, text=True, timeout=30
+    )
+
+
+def ws_echo(url: str, data: bytes = b"ping") -> bytes:
+    """Send ``data`` with the websockets client and return the answer."""
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=5, close_timeout=2) as ws:
+        ws.send(data)
+        answer = ws.recv(timeout=5)
+    assert isinstance(answer, bytes)
+    return answer
+
+
 def free_port() -> int:
     """A port nothing listens on (for 502 tests): bound, then closed."""
     with socket.socket() as s:

@@ -15,15 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import WSPROXY, EchoServer, ProxyProcess, free_port, wait_until
+from conftest import ws_echo as echo
 from websockets.sync.client import connect
-
-
-def echo(url: str, data: bytes = b"ping") -> bytes:
-    with connect(url, open_timeout=5, close_timeout=2) as ws:
-        ws.send(data)
-        answer = ws.recv(timeout=5)
-    assert isinstance(answer, bytes)
-    return answer
 
 
 def ipv6_loopback() -> bool:

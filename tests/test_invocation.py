@@ -19,20 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WSPROXY, EchoServer, ProxyProcess, free_port
+from conftest import WSPROXY, EchoServer, ProxyProcess, free_port, run_wsproxy
+from conftest import ws_echo as echo
 from websockets.asyncio.client import unix_connect
 from websockets.sync.client import connect
 
 NSS_WRAPPER = "libnss_wrapper.so"
 DUAL = "dual.test"  # ::1 first in the hosts file, so that websockify's IPv4-first order shows
-
-
-def echo(url: str, data: bytes = b"ping") -> bytes:
-    with connect(url, open_timeout=5, close_timeout=2) as ws:
-        ws.send(data)
-        answer = ws.recv(timeout=5)
-    assert isinstance(answer, bytes)
-    return answer
 
 
 @pytest.fixture
@@ -109,7 +102,7 @@ def first_message(url: str) -> bytes:
 @pytest.mark.parametrize(("flags", "family"), [([], "v4"), (["-6"], "v6")])
 def test_target_name_resolving_to_both_families(
     run_proxy, dual_stack_name, family_servers, flags: list[str], family: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """websockify connects IPv4 first, whatever the resolver's order; -6 turns that round."""
     port = family_servers[0].port
     proxy = run_proxy([*flags, "127.0.0.1:0", f"{DUAL}:{port}"], env=dual_stack_name)
@@ -121,7 +114,7 @@ def test_target_name_resolving_to_both_families(
 )
 def test_listen_name_resolving_to_both_families(
     run_proxy, dual_stack_name, echo_server: EchoServer, flags, bound: str, other: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     port = free_port()
     proxy = run_proxy([*flags, f"{DUAL}:{port}", echo_server.address], env=dual_stack_name)
     assert proxy.host == bound
@@ -132,7 +125,7 @@ def test_listen_name_resolving_to_both_families(
         probe.connect((other, port))
 
 
-def test_a_target_family_that_refuses_falls_back_to_the_other(run_proxy, dual_stack_name) -> None:  # type: ignore[no-untyped-def]
+def test_a_target_family_that_refuses_falls_back_to_the_other(run_proxy, dual_stack_name) -> None:
     """-6 prefers IPv6, but a name whose IPv6 address refuses still reaches its IPv4 one."""
     v4 = FamilyServer(socket.AF_INET)
     try:
@@ -145,7 +138,7 @@ def test_a_target_family_that_refuses_falls_back_to_the_other(run_proxy, dual_st
 # -- --unix-target with a wrapped program --
 
 
-def test_unix_target_served_by_the_wrapped_program(run_proxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unix_target_served_by_the_wrapped_program(run_proxy, tmp_path: Path) -> None:
     """jupyter-remote-desktop-proxy's form: websockify ... --unix-target SOCK PORT -- vncserver
     ... -rfbunixpath SOCK. Here the program is socat serving an echo on the UNIX socket."""
     sock = tmp_path / "vnc.sock"
@@ -210,13 +203,7 @@ def test_unix_listen_replaces_a_stale_socket_and_refuses_a_live_one(
     proxy = ProxyProcess(["--unix-listen", str(path), echo_server.address], ready=False)
     try:
         proxy.wait_log(r"listening on unix:")
-        second = subprocess.run(
-            [WSPROXY, "--unix-listen", str(path), echo_server.address],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        second = run_wsproxy(["--unix-listen", str(path), echo_server.address])
         assert second.returncode == 1
         assert f"cannot listen on unix:{path}: another process accepts" in second.stderr
         assert asyncio.run(unix_echo(path, b"still mine")) == b"still mine"
@@ -257,24 +244,12 @@ def test_inetd_takes_the_listening_socket_on_stdin(echo_server: EchoServer) -> N
 
 
 def test_inetd_without_a_socket_on_stdin_fails_with_status_1(echo_server: EchoServer) -> None:
-    result = subprocess.run(
-        [WSPROXY, "--inetd", echo_server.address],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_wsproxy(["--inetd", echo_server.address])
     assert result.returncode == 1
     assert "--inetd: standard input is not a" in result.stderr
 
 
 def test_inetd_takes_no_listen_argument(echo_server: EchoServer) -> None:
-    result = subprocess.run(
-        [WSPROXY, "--inetd", "6080", echo_server.address],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_wsproxy(["--inetd", "6080", echo_server.address])
     assert result.returncode == 2
     assert "too many arguments" in result.stderr

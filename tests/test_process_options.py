@@ -7,12 +7,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from conftest import EchoServer, ProxyProcess, raw_connect, read_http_head
+from conftest import EchoServer, ProxyProcess, raw_connect, read_http_head, run_wsproxy
 from websockets.sync.client import connect
 from wsraw import RawClient
 
@@ -30,7 +29,7 @@ def exit_within(proxy: ProxyProcess, seconds: float) -> int:
 # -- --heartbeat --
 
 
-def test_heartbeat_closes_a_client_that_never_answers(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+def test_heartbeat_closes_a_client_that_never_answers(run_proxy, echo_server: EchoServer) -> None:
     interval = 1.0
     proxy = run_proxy(["--heartbeat", "1", "127.0.0.1:0", echo_server.address])
     started = time.monotonic()
@@ -51,7 +50,7 @@ def test_heartbeat_closes_a_client_that_never_answers(run_proxy, echo_server: Ec
     client.sock.close()
 
 
-def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:  # type: ignore[no-untyped-def]
+def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:
     """A vanished client of a target that keeps sending (a VNC screen): the relay is stuck
     writing to the client, so even the close frame cannot go out; the session still ends."""
     flood = socket.create_server(("127.0.0.1", 0))
@@ -78,7 +77,7 @@ def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:  # t
         flood.close()
 
 
-def test_heartbeat_keeps_a_client_that_answers(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+def test_heartbeat_keeps_a_client_that_answers(run_proxy, echo_server: EchoServer) -> None:
     proxy = run_proxy(["--heartbeat", "0.5", "127.0.0.1:0", echo_server.address])
     client = RawClient(proxy.port, timeout=10)
     deadline = time.monotonic() + 2.5  # five intervals
@@ -100,7 +99,7 @@ def test_heartbeat_keeps_a_client_that_answers(run_proxy, echo_server: EchoServe
     assert "heartbeat timeout" not in proxy.log
 
 
-def test_heartbeat_with_a_real_client_library(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+def test_heartbeat_with_a_real_client_library(run_proxy, echo_server: EchoServer) -> None:
     """websockets answers pings on its own: its session outlives many intervals."""
     proxy = run_proxy(["--heartbeat", "0.3", "127.0.0.1:0", echo_server.address])
     with connect(proxy.url, open_timeout=5, ping_interval=None) as ws:
@@ -115,7 +114,7 @@ def test_heartbeat_with_a_real_client_library(run_proxy, echo_server: EchoServer
 
 def test_run_once_exits_0_after_one_websocket_connection(
     run_proxy, echo_server: EchoServer
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     proxy = run_proxy(["--run-once", "127.0.0.1:0", echo_server.address])
     with raw_connect(proxy.port) as plain:  # a plain HTTP request does not count
         plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -133,7 +132,7 @@ def test_run_once_exits_0_after_one_websocket_connection(
 # -- --timeout --
 
 
-def test_timeout_exits_0_when_no_client_came(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+def test_timeout_exits_0_when_no_client_came(run_proxy, echo_server: EchoServer) -> None:
     started = time.monotonic()
     proxy = run_proxy(["--timeout", "1", "127.0.0.1:0", echo_server.address])
     assert exit_within(proxy, 10) == 0
@@ -143,7 +142,7 @@ def test_timeout_exits_0_when_no_client_came(run_proxy, echo_server: EchoServer)
 
 def test_timeout_lets_an_open_session_run_and_refuses_new_ones(
     run_proxy, echo_server: EchoServer
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """websockify stops accepting at the timeout; its session processes run to their end."""
     proxy = run_proxy(["--timeout", "1", "127.0.0.1:0", echo_server.address])
     with connect(proxy.url, open_timeout=5) as ws:
@@ -161,7 +160,7 @@ def test_timeout_lets_an_open_session_run_and_refuses_new_ones(
 
 def test_idle_timeout_exits_0_after_n_seconds_without_a_connection(
     run_proxy, echo_server: EchoServer
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     proxy = run_proxy(["--idle-timeout", "1", "127.0.0.1:0", echo_server.address])
     with connect(proxy.url, open_timeout=5) as ws:
         time.sleep(1.5)  # longer than the idle timeout, but a connection is open
@@ -176,13 +175,7 @@ def test_idle_timeout_exits_0_after_n_seconds_without_a_connection(
 
 @pytest.mark.parametrize("option", [["--run-once"], ["--timeout", "5"], ["--idle-timeout", "5"]])
 def test_exit_options_refuse_several_workers(echo_server: EchoServer, option: list[str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wsproxy", *option, "--workers", "2", "0", echo_server.address],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_wsproxy([*option, "--workers", "2", "0", echo_server.address])
     assert result.returncode == 2
     assert "workers = 1" in result.stderr
 
@@ -190,7 +183,7 @@ def test_exit_options_refuse_several_workers(echo_server: EchoServer, option: li
 # -- --traffic, --libserver --
 
 
-def test_traffic_writes_websockify_characters(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+def test_traffic_writes_websockify_characters(run_proxy, echo_server: EchoServer) -> None:
     proxy = run_proxy(["--traffic", "127.0.0.1:0", echo_server.address])
     with connect(proxy.url, open_timeout=5) as ws:
         for _ in range(3):
@@ -209,7 +202,7 @@ def test_no_traffic_characters_without_the_option(proxy: ProxyProcess) -> None:
     assert "}>" not in proxy.log and "Traffic Legend" not in proxy.log
 
 
-def test_libserver_is_accepted_and_said_to_be_ignored(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+def test_libserver_is_accepted_and_said_to_be_ignored(run_proxy, echo_server: EchoServer) -> None:
     proxy = run_proxy(["--libserver", "127.0.0.1:0", echo_server.address])
     proxy.wait_log(r"--libserver is ignored")
     with connect(proxy.url, open_timeout=5) as ws:

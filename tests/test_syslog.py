@@ -7,11 +7,9 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import WSPROXY, EchoServer, wait_until
+from conftest import EchoServer, run_wsproxy, wait_until
 from websockets.sync.client import connect
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -27,7 +25,7 @@ def receive_until(sock: socket.socket, word: str, limit: int = 20) -> list[str]:
     raise AssertionError(f"no message with {word!r} in {messages}")
 
 
-def test_udp_host_port_gets_rfc5424_lines(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+def test_udp_host_port_gets_rfc5424_lines(run_proxy, echo_server: EchoServer) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
         receiver.bind(("127.0.0.1", 0))
         receiver.settimeout(5)
@@ -49,7 +47,7 @@ def test_udp_host_port_gets_rfc5424_lines(run_proxy, echo_server: EchoServer) ->
         assert "reason=caf\u00e9" in body.decode("utf-8-sig")
 
 
-def test_legacy_syslog_bracketed_ipv6_udp(run_proxy, echo_server: EchoServer) -> None:  # type: ignore[no-untyped-def]
+def test_legacy_syslog_bracketed_ipv6_udp(run_proxy, echo_server: EchoServer) -> None:
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as receiver:
         receiver.bind(("::1", 0))
         receiver.settimeout(5)
@@ -66,7 +64,7 @@ def test_legacy_syslog_bracketed_ipv6_udp(run_proxy, echo_server: EchoServer) ->
 
 def test_unix_stream_syslog_gets_one_line_per_message(
     run_proxy, tmp_path: Path, echo_server: EchoServer
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     path = tmp_path / "stream.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(str(path))
@@ -91,14 +89,7 @@ def test_daemon_logs_with_facility_daemon(tmp_path: Path, echo_server: EchoServe
         syslog.bind(str(address))
         syslog.settimeout(5)
         args = ["-D", "--pid-file", "w.pid", "--syslog", "log.sock", "127.0.0.1:0"]
-        result = subprocess.run(
-            [WSPROXY, *args, echo_server.address],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = run_wsproxy([*args, echo_server.address], cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         pid = int((tmp_path / "w.pid").read_text())
         try:
@@ -112,12 +103,6 @@ def test_daemon_logs_with_facility_daemon(tmp_path: Path, echo_server: EchoServe
 
 
 def test_syslog_port_that_is_no_number_is_refused_with_status_2(echo_server: EchoServer) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wsproxy", "--syslog", "loghost:five", "0", echo_server.address],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_wsproxy(["--syslog", "loghost:five", "0", echo_server.address])
     assert result.returncode == 2
     assert "syslog" in result.stderr and "UDP host:port" in result.stderr
