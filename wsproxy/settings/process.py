@@ -36,7 +36,10 @@ class ProcessSettings:
         meta="FILE",
     )
     traffic: bool = declare(
-        False, parse_bool, YES_NO, "log traffic as websockify does, one character per frame"
+        False,
+        parse_bool,
+        YES_NO,
+        "write websockify's per-frame traffic characters to standard error",
     )
     trusted_proxies: tuple[str, ...] = declare(
         (),
