@@ -64,9 +64,11 @@ def test_target_forms_as_websockify_splits_them(text: str, address: tuple[str, i
         (("::ffff:127.0.0.1", 5000, 0, 0), "127.0.0.1:5000"),  # IPv4 client, dual-stack socket
         (("127.0.0.1", 5000), "127.0.0.1:5000"),
         (("", 6080), "6080"),
+        ("/run/ws.sock", "unix:/run/ws.sock"),  # a UNIX socket: its path ...
+        ("", "unix"),  # ... or no name at all (an unbound client)
     ],
 )
 def test_format_address_takes_every_socket_address_form(
-    address: tuple[object, ...], text: str
+    address: tuple[object, ...] | str, text: str
 ) -> None:
     assert format_address(address) == text
