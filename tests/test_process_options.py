@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import EchoServer, ProxyProcess, raw_connect, read_http_head, run_wsproxy
@@ -113,19 +114,21 @@ def test_heartbeat_with_a_real_client_library(run_proxy, echo_server: EchoServer
 
 
 def test_run_once_exits_0_after_one_websocket_connection(
-    run_proxy, echo_server: EchoServer
+    run_proxy, echo_server: EchoServer, tmp_path: Path
 ) -> None:
-    proxy = run_proxy(["--run-once", "127.0.0.1:0", echo_server.address])
-    with raw_connect(proxy.port) as plain:  # a plain HTTP request does not count
-        plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, _, _ = read_http_head(plain)
-    assert status == 404
-    time.sleep(0.3)
-    assert proxy.proc.poll() is None
-    with connect(proxy.url, open_timeout=5) as ws:
-        ws.send(b"once")
-        assert ws.recv(timeout=5) == b"once"
-    assert exit_within(proxy, 10) == 0
+    (tmp_path / "index.html").write_text("<p>console</p>")
+    proxy = run_proxy(["--run-once", "--web", str(tmp_path), "127.0.0.1:0", echo_server.address])
+    with raw_connect(proxy.port) as page:  # the page: a plain HTTP request does not count ...
+        page.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = read_http_head(page)
+        assert status == 200 and headers.get("connection") != "close"
+        time.sleep(0.3)
+        assert proxy.proc.poll() is None
+        # ... and its kept-alive connection does not hold the WebSocket back.
+        with connect(proxy.url, open_timeout=5) as ws:
+            ws.send(b"once")
+            assert ws.recv(timeout=5) == b"once"
+        assert exit_within(proxy, 10) == 0
     assert "stopping: --run-once, the WebSocket connection has ended" in proxy.log
 
 

@@ -1,10 +1,11 @@
 """websockify's ways for a server to end when it is not used, each an exit with status 0:
 
-- ``--run-once``: one WebSocket connection is served; when it ends, the server stops. Until then
-  connections are taken one at a time (the server's pool has one slot), as websockify handles
-  them in its own process. Plain HTTP requests (the web page) do not count; nor does a WebSocket
-  request refused before its ``101`` (a target that is down, ``502``), unlike websockify, whose
-  ``101`` comes first: such a client may try again.
+- ``--run-once``: when the first WebSocket session ends, the server stops. Plain HTTP requests
+  (the web page) do not count; nor does a WebSocket request refused before its ``101`` (a target
+  that is down, ``502``), unlike websockify, whose ``101`` comes first: such a client may try
+  again. websockify serves its connections one at a time then, and one request per connection;
+  wsproxy keeps serving others meanwhile (a browser's kept-alive page connection must not hold
+  the WebSocket back), and a session still open at the stop gets ``1001``.
 - ``--timeout N``: N seconds after the start, the listener is closed; sessions still open run to
   their end, then the process exits (at once if there are none). websockify stops accepting at
   that time too and its session processes run on.
@@ -51,11 +52,6 @@ class Lifetime:
         self.idle_since = time.monotonic()
         self._watchers: list[gevent.Greenlet] = []
         self._done = False
-
-    @property
-    def pool_size(self) -> int | None:
-        """The pool size that --run-once asks for (one connection at a time), else None."""
-        return 1 if self.settings.run_once else None
 
     def start(self) -> None:
         self.idle_since = time.monotonic()

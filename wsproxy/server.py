@@ -111,7 +111,7 @@ class WSProxy(StreamServer):
             )
         self.targets = self.make_targets(settings)
         # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
-        pool = Pool(self.lifetime.pool_size or settings.max_connections or None)
+        pool = Pool(settings.max_connections or None)
         # The listener itself is made by get_listener (UNIX socket, inetd, -6): gevent needs
         # an address of some form here.
         super().__init__(settings.listen or ("", 0), spawn=pool)
