@@ -79,9 +79,9 @@ def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:
 
 
 def test_heartbeat_keeps_a_client_that_answers(run_proxy, echo_server: EchoServer) -> None:
-    proxy = run_proxy(["--heartbeat", "0.5", "127.0.0.1:0", echo_server.address])
+    proxy = run_proxy(["--heartbeat", "1", "127.0.0.1:0", echo_server.address])
     client = RawClient(proxy.port, timeout=10)
-    deadline = time.monotonic() + 2.5  # five intervals
+    deadline = time.monotonic() + 4.5  # four intervals and a half
     pongs = 0
     client.sock.settimeout(0.2)
     while time.monotonic() < deadline:
@@ -102,9 +102,9 @@ def test_heartbeat_keeps_a_client_that_answers(run_proxy, echo_server: EchoServe
 
 def test_heartbeat_with_a_real_client_library(run_proxy, echo_server: EchoServer) -> None:
     """websockets answers pings on its own: its session outlives many intervals."""
-    proxy = run_proxy(["--heartbeat", "0.3", "127.0.0.1:0", echo_server.address])
+    proxy = run_proxy(["--heartbeat", "1", "127.0.0.1:0", echo_server.address])
     with connect(proxy.url, open_timeout=5, ping_interval=None) as ws:
-        time.sleep(1.5)
+        time.sleep(3.5)
         ws.send(b"alive")
         assert ws.recv(timeout=5) == b"alive"
     assert "heartbeat timeout" not in proxy.log
