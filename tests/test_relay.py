@@ -13,7 +13,7 @@ import time
 import gevent
 import gevent.socket
 import pytest
-from conftest import read_http_head
+from conftest import read_http_head, wait_until
 from websockets.sync.client import connect
 from wsraw import RawClient
 
@@ -325,3 +325,49 @@ def test_sockets_probe_dead_peers_with_tcp_keepalive() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def keepalive_timers(port: int) -> list[int]:
+    """Seconds left on the keepalive timer of each established loopback TCP socket whose local
+    port is ``port`` (from /proc/net/tcp: timer kind 2 is keepalive, the delay is in ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, state, timer = fields[1], fields[3], fields[5]
+            kind, when = timer.split(":")
+            if int(local.split(":")[1], 16) == port and state == "01" and int(kind, 16) == 2:
+                found.append(int(when, 16) // ticks)
+    return found
+
+
+def test_listening_socket_carries_the_options_accepted_sockets_inherit() -> None:
+    from wsproxy.server import WSProxy
+    from wsproxy.session import KEEPALIVE_IDLE
+
+    server = WSProxy("127.0.0.1:0", "127.0.0.1:1")
+    server.init_socket()
+    try:
+        listener = server.socket
+        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert server.context.listener_tuned  # so sessions do not set them again
+    finally:
+        server.close()
+
+
+def test_accepted_sockets_probe_dead_peers_with_tcp_keepalive(run_proxy, echo_server) -> None:
+    # Set once on the listening socket, inherited by every accepted one (Linux).
+    from wsproxy.session import KEEPALIVE_IDLE
+
+    proc = run_proxy(["127.0.0.1:0", echo_server.address])
+    client = RawClient(proc.port)
+    client.send_frame(Opcode.BINARY, b"ping")
+    assert client.recv_data(4) == b"ping"
+    # Right after the echo the retransmission timer (kind 1) runs until the client's delayed ACK.
+    timers = wait_until(lambda: keepalive_timers(proc.port), what="a keepalive timer")
+    client.close()
+    assert len(timers) == 1, timers
+    assert 0 < timers[0] <= KEEPALIVE_IDLE

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -26,7 +27,7 @@ from wsproxy.plugins.tokens import load_lookup
 from wsproxy.protocol.forwarded import TrustedProxies
 from wsproxy.record import Recordings
 from wsproxy.relay import scratch_buffer
-from wsproxy.session import Session
+from wsproxy.session import Session, tune_socket
 from wsproxy.settings import Address, Settings, format_address
 from wsproxy.targets import Connector, FixedTarget, Targets, TokenTargets, WrappedTarget
 from wsproxy.wrap import WrappedProgram
@@ -77,6 +78,7 @@ class WSProxy(StreamServer):
         self._stopping = False
         self._stopper: gevent.Greenlet | None = None
         self._sweeper: gevent.Greenlet | None = None
+        self._listener_tuned = False  # see init_socket()
         self.scratch = scratch_buffer()  # the relays' shared read buffer (see relay.py)
         # -- traffic: recording, load balancers, metrics --
         self.recordings = Recordings(settings.record) if settings.record else None
@@ -130,6 +132,7 @@ class WSProxy(StreamServer):
             recordings=self.recordings,
             scratch=self.scratch,
             listen_port=self.server_port if self.socket is not None else 0,
+            listener_tuned=self._listener_tuned,
         )
         if self.socket is not None:
             self._context = context
@@ -193,6 +196,8 @@ class WSProxy(StreamServer):
         except BaseException:
             self.metrics.stop()
             raise
+        # Accepted sockets inherit TCP_NODELAY and the keepalive options on Linux only.
+        self._listener_tuned = sys.platform == "linux" and tune_socket(self.socket)
 
     def handle(self, sock: Any, address: Any) -> None:
         if self._stopping:  # accepted just before stop() began: it will not be closed, so drop it
