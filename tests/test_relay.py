@@ -21,7 +21,7 @@ from wsproxy.protocol.codec import BinaryCodec
 from wsproxy.protocol.rfc6455 import Opcode, encode_frame
 from wsproxy.relay import Relay
 
-LIMIT = 48 << 20  # kernel socket buffers on loopback can hold a few MiB each way; we hold 64 KiB
+LIMIT = 48 << 20  # kernel socket buffers on loopback can hold a few MiB each way; we hold 256 KiB
 
 
 def test_slow_target_blocks_the_client_instead_of_filling_memory(run_proxy) -> None:

@@ -40,7 +40,7 @@ from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
 
-RECV_SIZE = 64 * 1024  # bytes per read, each direction
+RECV_SIZE = 256 * 1024  # bytes per read, each direction (as socat -b 262144)
 HEADER_ROOM = 10  # the longest header of an unmasked frame: 2 bytes and a 64-bit length
 DRAIN_FROM = 1024  # a target read at least this long may have more waiting behind it ...
 DRAIN_READS = 8  # ... read on, without waiting, at most this many times before framing
