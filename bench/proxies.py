@@ -107,7 +107,7 @@ def start(kind: str, target: int, *, tls: tuple[str, str] | None = None, workers
         if tls:
             listen = (
                 f"OPENSSL-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=1024,"
-                f"cert={tls[0]},key={tls[1]},verify=0"
+                f"cert={tls[0]},key={tls[1]},verify=0,nodelay"
             )
         argv = [
             shutil.which("socat") or "socat",
