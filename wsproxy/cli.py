@@ -25,7 +25,7 @@ from wsproxy.errors import ConfigError, StartupError
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
 from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
-from wsproxy.tuning import freeze_startup_objects, lighten_greenlets
+from wsproxy.tuning import freeze_startup_objects, lighten_greenlets, lighten_logging
 from wsproxy.workermetrics import MetricsArbiter, ValueFiles
 from wsproxy.workers import Arbiter
 from wsproxy.wrap import PortSlot, WrappedProgram
@@ -325,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if argv[:1] == ["record"]:  # a sub-command: no settings, no server
             raise SystemExit(record.command(argv[1:], sys.stdout))
         lighten_greenlets()
+        lighten_logging()
         settings = parse_args(argv)
         setup_logging(settings)
         status = run(settings)
