@@ -107,7 +107,7 @@ def start(kind: str, target: int, *, tls: tuple[str, str] | None = None, workers
         if tls:
             listen = (
                 f"OPENSSL-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=1024,"
-                f"cert={tls[0]},key={tls[1]},verify=0"
+                f"cert={tls[0]},key={tls[1]},verify=0,nodelay"
             )
         argv = [
             shutil.which("socat") or "socat",
@@ -131,7 +131,7 @@ def start(kind: str, target: int, *, tls: tuple[str, str] | None = None, workers
             argv += ["--cert", tls[0], "--key", tls[1]]
         if workers:
             argv += ["--workers", str(workers)]
-        argv += [f"127.0.0.1:{port}", f"127.0.0.1:{target}"]
+        argv += [str(port), f"127.0.0.1:{target}"]  # a bare port, as users start it
     else:
         raise ValueError(kind)
     return Proxy(kind if not workers else f"{kind} --workers {workers}", argv, port, env)

@@ -192,11 +192,10 @@ def concurrent(ctx: Context, proxy: Proxy) -> dict[str, Any]:
     }
 
 
-def connrate(parallel: int) -> Callable[[Context, Proxy], dict[str, Any]]:
+def connrate(parallel: int, **extra: Any) -> Callable[[Context, Proxy], dict[str, Any]]:
     def run(ctx: Context, proxy: Proxy) -> dict[str, Any]:
-        out = _measured(
-            proxy, lambda: _load(_spec(proxy, "connrate", parallel=parallel, secs=ctx.secs))
-        )
+        spec = _spec(proxy, "connrate", parallel=parallel, secs=ctx.secs, **extra)
+        out = _measured(proxy, lambda: _load(spec))
         return {
             "sessions/s": out["rate"],
             "errors": out["errors"],
@@ -289,6 +288,7 @@ SCENARIOS: list[
     ("concurrent-100-workers2", concurrent, "echo", ("wsproxy",), {"workers": 2}),
     ("connect-seq", connrate(1), "echo", PROXIES, {}),
     ("connect-50", connrate(50), "echo", PROXIES, {}),
+    ("connect-seq-tls", connrate(1, tls=True), "echo", PROXIES, {"tls": True}),
     ("idle-1000", idle(1000), "echo", ("websockify", "wsproxy"), {}),
     ("idle-10000", idle(10000), "echo", ("wsproxy",), {}),
     ("overload", overload, "slow", PROXIES, {}),

@@ -11,17 +11,18 @@ import threading
 import time
 
 import gevent
+import gevent.select
 import gevent.socket
 import pytest
-from conftest import read_http_head
+from conftest import read_http_head, wait_until
 from websockets.sync.client import connect
 from wsraw import RawClient
 
 from wsproxy.protocol.codec import BinaryCodec
 from wsproxy.protocol.rfc6455 import Opcode, encode_frame
-from wsproxy.relay import Relay
+from wsproxy.relay import Relay, scratch_buffer
 
-LIMIT = 48 << 20  # kernel socket buffers on loopback can hold a few MiB each way; we hold 64 KiB
+LIMIT = 48 << 20  # kernel socket buffers on loopback can hold a few MiB each way; we hold 256 KiB
 
 
 def test_slow_target_blocks_the_client_instead_of_filling_memory(run_proxy) -> None:
@@ -255,6 +256,58 @@ def test_close_goes_out_whole_and_next_while_the_data_pump_holds_a_slow_client(
     assert frames[-1] == (Opcode.CLOSE, (1001).to_bytes(2, "big") + b"server shutting down")
 
 
+def test_a_frame_the_client_cannot_take_at_once_is_copied_out_of_the_shared_buffer() -> None:
+    # Frames go to the client straight from the shared read buffer. Relay A's client reads
+    # nothing for a while, so A's send stops part way; relay B meanwhile reads its own target's
+    # bytes into the same buffer. A's client must still get exactly A's bytes.
+    scratch = scratch_buffer()
+    a_client, a_reader, a_target, a_source = socket_pairs()
+    b_client, b_reader, b_target, b_source = socket_pairs()
+    relays = [
+        Relay(a_client, a_target, BinaryCodec("binary"), scratch=scratch),
+        Relay(b_client, b_target, BinaryCodec("binary"), scratch=scratch),
+    ]
+    runners = [gevent.spawn(relay.run) for relay in relays]
+    data_a = os.urandom(4 << 20)  # far more than the socket buffers between us hold
+    data_b = os.urandom(2 << 20)
+
+    def read_frames(sock: gevent.socket.socket, size: int) -> bytes:
+        raw = b""
+        while sum(len(p) for _, p in server_frames_prefix(raw)) < size:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the relay closed early"
+            raw += chunk
+        return b"".join(p for _, p in server_frames_prefix(raw))
+
+    with gevent.Timeout(20):
+        senders = [gevent.spawn(a_source.sendall, data_a), gevent.spawn(b_source.sendall, data_b)]
+        ready, _, _ = gevent.select.select([a_reader], [], [], 10)  # A's frames started
+        assert ready
+        assert read_frames(b_reader, len(data_b)) == data_b  # B ran while A's send waited
+        assert read_frames(a_reader, len(data_a)) == data_a
+        gevent.joinall(senders, raise_error=True)
+    for sock in (a_reader, b_reader, a_source, b_source):
+        sock.close()
+    gevent.joinall(runners, timeout=10)
+
+
+def server_frames_prefix(data: bytes) -> list[tuple[int, bytes]]:
+    """The whole unmasked server frames at the start of ``data`` (a partial last one is left)."""
+    out = []
+    pos = 0
+    while pos + 2 <= len(data):
+        length, start = data[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            length, start = int.from_bytes(data[start : start + 2], "big"), start + 2
+        elif length == 127:
+            length, start = int.from_bytes(data[start : start + 8], "big"), start + 8
+        if start + length > len(data):
+            break
+        out.append((data[pos] & 0x0F, data[start : start + length]))
+        pos = start + length
+    return out
+
+
 def test_relay_waits_for_the_close_answer_of_a_client_still_uploading() -> None:
     client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
     relay = Relay(client_ours, target_ours, BinaryCodec("binary"), close_timeout=5)
@@ -325,3 +378,49 @@ def test_sockets_probe_dead_peers_with_tcp_keepalive() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def keepalive_timers(port: int) -> list[int]:
+    """Seconds left on the keepalive timer of each established loopback TCP socket whose local
+    port is ``port`` (from /proc/net/tcp: timer kind 2 is keepalive, the delay is in ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, state, timer = fields[1], fields[3], fields[5]
+            kind, when = timer.split(":")
+            if int(local.split(":")[1], 16) == port and state == "01" and int(kind, 16) == 2:
+                found.append(int(when, 16) // ticks)
+    return found
+
+
+def test_listening_socket_carries_the_options_accepted_sockets_inherit() -> None:
+    from wsproxy.server import WSProxy
+    from wsproxy.session import KEEPALIVE_IDLE
+
+    server = WSProxy("127.0.0.1:0", "127.0.0.1:1")
+    server.init_socket()
+    try:
+        listener = server.socket
+        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert server.context.listener_tuned  # so sessions do not set them again
+    finally:
+        server.close()
+
+
+def test_accepted_sockets_probe_dead_peers_with_tcp_keepalive(run_proxy, echo_server) -> None:
+    # Set once on the listening socket, inherited by every accepted one (Linux).
+    from wsproxy.session import KEEPALIVE_IDLE
+
+    proc = run_proxy(["127.0.0.1:0", echo_server.address])
+    client = RawClient(proc.port)
+    client.send_frame(Opcode.BINARY, b"ping")
+    assert client.recv_data(4) == b"ping"
+    # Right after the echo the retransmission timer (kind 1) runs until the client's delayed ACK.
+    timers = wait_until(lambda: keepalive_timers(proc.port), what="a keepalive timer")
+    client.close()
+    assert len(timers) == 1, timers
+    assert 0 < timers[0] <= KEEPALIVE_IDLE

@@ -246,3 +246,17 @@ def test_repeated_sigterm_still_ends_the_master_with_status_0(two_workers: Proxy
         assert time.monotonic() < deadline, two_workers.log
         time.sleep(0.005)
     assert two_workers.proc.returncode == 0, two_workers.log
+
+
+def test_workers_auto_starts_one_worker_per_cpu(
+    run_proxy, echo_server: EchoServer, clients
+) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    proxy = run_proxy(["127.0.0.1:0", echo_server.address, "--workers", "auto"])
+    if cpus == 1:  # one process serves, as with --workers 1
+        assert worker_pids(proxy) == []
+        return
+    wait_until(lambda: len(worker_pids(proxy)) == cpus, what=f"{cpus} workers")
+    served = clients(proxy)
+    served.spread(cpus)
+    assert all(echoes(ws) for sessions in served.by_worker.values() for ws in sessions)

@@ -25,6 +25,7 @@ from wsproxy.errors import ConfigError, StartupError
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
 from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
+from wsproxy.tuning import freeze_startup_objects, lighten_greenlets, lighten_logging
 from wsproxy.workermetrics import MetricsArbiter, ValueFiles
 from wsproxy.workers import Arbiter
 from wsproxy.wrap import PortSlot, WrappedProgram
@@ -246,6 +247,7 @@ def run(settings: Settings) -> int:
             _log_listening(server)
             if readiness:
                 readiness.ready()
+            freeze_startup_objects()  # before the fork: the workers inherit it
             return arbiter.run()
         return serve(server, readiness)
     except StartupError as exc:
@@ -295,6 +297,7 @@ def serve(server: WSProxy, readiness: Readiness | None = None, *, run_program: b
         _log_listening(server)
     if readiness:
         readiness.ready()
+    freeze_startup_objects()
     server.serve_forever()
     log.info("stopped")
     return server.exit_status
@@ -327,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if argv[:1] == ["record"]:  # a sub-command: no settings, no server
             raise SystemExit(record.command(argv[1:], sys.stdout))
+        lighten_greenlets()
+        lighten_logging()
         settings = parse_args(argv)
         setup_logging(settings)
         status = run(settings)

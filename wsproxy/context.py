@@ -32,6 +32,8 @@ class Context:
         recordings: where sessions are recorded, or None.
         scratch: the relays' shared read buffer (see :func:`wsproxy.relay.scratch_buffer`).
         listen_port: the port clients connected to (the Flash policy names it).
+        listener_tuned: the listening socket has the options :func:`wsproxy.session.tune_socket`
+            sets, and accepted sockets inherit them (Linux): a session need not set them again.
     """
 
     settings: Settings
@@ -42,3 +44,4 @@ class Context:
     recordings: Recordings | None
     scratch: bytearray
     listen_port: int = 0
+    listener_tuned: bool = False

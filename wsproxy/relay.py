@@ -7,17 +7,23 @@ There is no queue between them: a write that blocks stops its pump from reading,
 slows its writer (backpressure). Whichever pump ends first decides who closed and why;
 :meth:`Relay.run` then ends the other and returns.
 
-Memory: an idle session holds no read buffer. Every pump of a server reads into one shared
-``scratch`` buffer (:func:`scratch_buffer`): a gevent read fills the buffer only when it returns,
-and the codec copies what it needs (unmasked payload, framed output) before the pump can yield
-again, so no other greenlet can see the buffer change under it. 10,000 idle sessions would
-otherwise hold 1.25 GiB of buffers.
+Memory: an idle session holds no read buffer and one greenlet besides its own (the client pump
+runs in the session's greenlet). Every pump of a server reads into one shared ``scratch`` buffer
+(:func:`scratch_buffer`): a gevent read fills the buffer only when it returns, and what the pump
+needs from it is sent or copied before the pump can yield again, so no other greenlet can see the
+buffer change under it. 10,000 idle sessions would otherwise hold 1.25 GiB of buffers.
+
+Download at the copy limit: the target is read into the scratch behind ``HEADER_ROOM`` free
+bytes, the frame header is written in front of the payload, and header and payload go to the
+client as one buffer straight from the scratch (only a part the socket cannot take at once is
+copied out). A read that filled at least ``DRAIN_FROM`` bytes may have more behind it: the pump
+reads on without waiting before it frames, so a target writing in small pieces does not cost a
+frame and a syscall per piece, while a lone small write goes out at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import time
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.socket
 from gevent.lock import Semaphore
 
 from wsproxy.errors import CloseCode, ProtocolError
@@ -33,14 +40,15 @@ from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
 
-log = logging.getLogger(__name__)
-
-RECV_SIZE = 64 * 1024  # bytes per read, each direction
+RECV_SIZE = 256 * 1024  # bytes per read, each direction (as socat -b 262144)
+HEADER_ROOM = 10  # the longest header of an unmasked frame: 2 bytes and a 64-bit length
+DRAIN_FROM = 1024  # a target read at least this long may have more waiting behind it ...
+DRAIN_READS = 8  # ... read on, without waiting, at most this many times before framing
 
 
 def scratch_buffer(size: int = RECV_SIZE) -> bytearray:
     """A read buffer that all relays running in one gevent hub (one server) may share."""
-    return bytearray(size)
+    return bytearray(HEADER_ROOM + size)
 
 
 @dataclass
@@ -93,32 +101,40 @@ class Relay:
         self._deadline = 0.0  # the whole closing phase ends by then (set by the first _end)
         self.last_counts = (0, 0, 0.0)  # (bytes_in, bytes_out, when) for the idle sweeper
         self.client_reads = 0  # reads that brought client bytes (the heartbeat's "answered")
+        self._up: Any = None  # the greenlet that runs the client pump (run()'s caller)
+        self._up_done = False  # ... and that pump has returned
+        self._expiry: Any = None  # the timer that ends the client pump after the target's end
+        # A frame can be written from the scratch without waiting (TLS sockets always may wait).
+        self._nowait_send = _plain(client)
 
     def run(self, pending: bytes = b"") -> Outcome:
         """Pump both ways until one side ends; ``pending`` are client bytes read with the head.
 
-        The closing phase (our close frame, the client's answer, a lingering close after a
-        protocol error) takes at most ``close_timeout`` in all, and a pump is never killed while
-        it writes a frame to the client.
+        The client pump runs in the caller's greenlet (one greenlet less per session), the
+        target pump in a greenlet of its own. The closing phase (our close frame, the client's
+        answer, a lingering close after a protocol error) takes at most ``close_timeout`` in
+        all, and a pump is never killed while it writes a frame to the client.
         """
-        up = gevent.spawn(self._pump_client, pending)
-        down = gevent.spawn(self._pump_target)
+        self._up = gevent.getcurrent()
+        down = gevent.spawn(self._run_down)
         try:
-            ready = gevent.wait([up, down], count=1)
-            if up in ready:
+            try:
+                self._pump_client(pending)
+            except _Expired:
+                pass  # the target side ended and the client did not answer our close in time
+            finally:
+                self._up_done = True
+                if self._expiry is not None:
+                    self._expiry.close()
+            if not down.dead:
                 # The client closed, broke the protocol or went away: stop the data pump
                 # between two frames, never inside one.
                 self._closing = True
                 with gevent.Timeout(self._left(), False), self._send_lock:
                     down.kill()
-            else:
-                # The target side ended and our close is out or on its way: the client's
-                # answer ends the up pump (it forwards nothing any more).
-                up.join(timeout=self._left())
             if self._close_started:
                 self._close_done.wait(timeout=self._left())  # e.g. going_away() still writing
         finally:
-            up.kill()
             down.kill()
             _close(self.target)
         assert self.outcome is not None
@@ -127,6 +143,18 @@ class Relay:
             # unread input would reset the connection and could destroy our close frame.
             linger_close(self.client, b"", self._left())
         return self.outcome
+
+    def _run_down(self) -> None:
+        """The target pump; once it ended, the client's answer (which ends the client pump) is
+        awaited until the closing phase is over, then the client pump is stopped."""
+        try:
+            self._pump_target()
+        finally:
+            if not self._up_done:
+                # A timer, not a watching greenlet: the client pump cancels it when it returns,
+                # so it can only ever fire inside the pump.
+                self._expiry = gevent.get_hub().loop.timer(self._left())
+                self._expiry.start(self._up.throw, _Expired())
 
     def going_away(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
@@ -194,22 +222,34 @@ class Relay:
             self._end_on_error("client", exc)
 
     def _pump_target(self) -> None:
-        encode = self.codec.encode
+        codec = self.codec
         recorder = self.recorder
         buf = self._buffer()
         view = memoryview(buf)
+        payload = view[HEADER_ROOM:]
         recv_into = self.target.recv_into
+        # Reading on without waiting needs the socket below gevent's (plain TCP or UNIX only).
+        raw = getattr(self.target, "_sock", None) if _plain(self.target) else None
+        raw_recv = raw.recv_into if raw is not None else None
+        in_place = codec.in_place
         failed = "target"
         try:
             while True:
-                n = recv_into(buf)
+                n = recv_into(payload)
                 if not n:
                     break
-                data = view[:n]
+                if raw_recv is not None and n >= DRAIN_FROM:
+                    n = _drain(raw_recv, payload, n)
                 if recorder is not None:  # before the send: the scratch is ours until we yield
-                    recorder.to_client(bytes(data))
+                    recorder.to_client(bytes(payload[:n]))
                 failed = "client"
-                self._send_client(encode(data))
+                if in_place:
+                    header = codec.header(n)
+                    start = HEADER_ROOM - len(header)
+                    buf[start:HEADER_ROOM] = header
+                    self._send_client(view[start : HEADER_ROOM + n])
+                else:
+                    self._send_client(codec.encode(payload[:n]))
                 failed = "target"
                 self.bytes_out += n
         except OSError as exc:
@@ -220,16 +260,35 @@ class Relay:
         self._end("target", CloseCode.NORMAL, "target closed")
 
     def _buffer(self) -> bytearray:
-        return self.scratch if self.scratch is not None else bytearray(self.recv_size)
+        if self.scratch is not None:
+            return self.scratch
+        return bytearray(HEADER_ROOM + self.recv_size)
 
     # -- ending --
 
-    def _send_client(self, data: bytes) -> None:
-        # Both pumps write to the client (data frames, pongs): one writer at a time, and
-        # nothing after our close frame (RFC 6455 section 5.5.1).
-        with self._send_lock:
+    def _send_client(self, data: bytes | memoryview) -> None:
+        """Both pumps write to the client (data frames, pongs): one writer at a time, and
+        nothing after our close frame (RFC 6455 section 5.5.1).
+
+        A memoryview is a frame in the shared scratch: it is written before this greenlet can
+        yield, and whatever would have to wait (for the lock, for room in the socket) is copied
+        out first."""
+        lock = self._send_lock
+        if lock.locked() and type(data) is memoryview:
+            data = bytes(data)  # waiting for the lock lets other pumps refill the scratch
+        with lock:
             if self._closing:
                 raise _Closing()
+            if type(data) is memoryview:
+                sent = 0
+                if self._nowait_send:
+                    try:
+                        sent = self.client.send(data, 0, 0.0)  # gevent's: 0.0 = never wait
+                    except BlockingIOError:
+                        sent = 0
+                if sent == len(data):
+                    return
+                data = bytes(data[sent:])
             _send_all(self.client.send, data)
 
     def _end_on_error(self, side: str, exc: OSError) -> None:
@@ -269,6 +328,31 @@ class Relay:
 
 class _Closing(Exception):
     """A pump tried to write after our close frame: it ends (the outcome is already set)."""
+
+
+class _Expired(Exception):
+    """The closing phase is over and the client pump still waits for the client's answer."""
+
+
+def _plain(sock: Any) -> bool:
+    """A gevent socket without TLS: its ``send(data, 0, 0.0)`` never waits."""
+    return type(sock) is gevent.socket.socket
+
+
+def _drain(recv_into: Any, into: memoryview, n: int) -> int:
+    """Read on what is already waiting behind the first ``n`` bytes of ``into``, without waiting,
+    until it is full or nothing more is there; returns the bytes now in ``into``."""
+    for _ in range(DRAIN_READS):
+        if n >= len(into):
+            break
+        try:
+            got = recv_into(into[n:])
+        except BlockingIOError:
+            break
+        if not got:
+            break  # the target closed: the next (gevent) read sees it too
+        n += got
+    return n
 
 
 def _send_all(send: Any, data: bytes) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ from wsproxy.plugins.tokens import load_lookup
 from wsproxy.protocol.forwarded import TrustedProxies
 from wsproxy.record import Recordings
 from wsproxy.relay import Relay, scratch_buffer
-from wsproxy.session import Session
+from wsproxy.session import Session, tune_socket
 from wsproxy.settings import Address, Settings, format_address
 from wsproxy.targets import Connector, FixedTarget, Targets, TokenTargets, WrappedTarget
 from wsproxy.traffic import write_legend
@@ -88,6 +89,7 @@ class WSProxy(StreamServer):
         self.lifetime = Lifetime(
             settings, active=lambda: len(self.sessions), retire=self.retire, stop=self.stop
         )
+        self._listener_tuned = False  # see init_socket()
         self.scratch = scratch_buffer()  # the relays' shared read buffer (see relay.py)
         # -- traffic: recording, load balancers, metrics --
         self.recordings = Recordings(settings.record) if settings.record else None
@@ -143,6 +145,7 @@ class WSProxy(StreamServer):
             recordings=self.recordings,
             scratch=self.scratch,
             listen_port=(self.server_port or 0) if self.socket is not None else 0,
+            listener_tuned=self._listener_tuned,
         )
         if self.socket is not None:
             self._context = context
@@ -213,6 +216,8 @@ class WSProxy(StreamServer):
         except BaseException:
             self.metrics.stop()
             raise
+        # Accepted sockets inherit TCP_NODELAY and the keepalive options on Linux only.
+        self._listener_tuned = sys.platform == "linux" and tune_socket(self.socket)
 
     def get_listener(self, address: Any, backlog: Any = None, family: Any = None) -> Any:
         """gevent's hook for binding: TCP (host names in websockify's family order), a UNIX

@@ -67,7 +67,8 @@ class Session:
     def run(self) -> None:
         self._greenlet = gevent.getcurrent()  # type: ignore[assignment]
         try:
-            tune_socket(self.sock)
+            if not self.context.listener_tuned:
+                tune_socket(self.sock)
             self.serve()
         except HandshakeTimeout as exc:
             log.info("refused peer=%s reason=%s step=%s", self.peer, logfmt(exc.reason), exc.step)
@@ -259,17 +260,23 @@ class Session:
         linger_close(self.sock, handshake.error_response(error), self.settings.close_timeout)
 
 
-def tune_socket(sock: Any) -> None:
+def tune_socket(sock: Any) -> bool:
     """No Nagle delay (keystrokes and echoes are small), and TCP keepalive probes so that a peer
     that vanished without a FIN (a NAT or Wi-Fi drop) frees its session within minutes, not the
-    kernel's default two hours."""
+    kernel's default two hours. True when all is set.
+
+    On Linux an accepted socket inherits these options from its listening socket, so the server
+    sets them once on the listener (five system calls less per session) when it can."""
     # Not TCP (a UNIX socket target, an inherited fd): nothing to set.
-    with contextlib.suppress(OSError, AttributeError):
+    try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def _format_peer(address: Any) -> str:

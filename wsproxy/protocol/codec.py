@@ -33,6 +33,12 @@ class Decoded:
 class Codec(Protocol):
     protocol: str  # "rfc6455", "hixie76" or "hixie75"
     subprotocol: str | None
+    # True when a frame for the client is just ``header(len(data)) + data``: the relay can then
+    # write the header in front of the payload in its read buffer and send both without a copy.
+    in_place: bool
+
+    def header(self, length: int) -> bytes:
+        """The frame header for ``length`` payload bytes (only when :attr:`in_place`)."""
 
     def decode(self, data: memoryview) -> Decoded:
         """Decode what the client sent. Raises ProtocolError with the close code to send."""
@@ -49,6 +55,7 @@ class BinaryCodec:
 
     protocol = "rfc6455"
     opcode = Opcode.BINARY
+    in_place = True
 
     def __init__(self, subprotocol: str | None) -> None:
         self.subprotocol = subprotocol
@@ -73,6 +80,9 @@ class BinaryCodec:
     def _payload(self, event: rfc6455.Data) -> bytes:
         return event.payload
 
+    def header(self, length: int) -> bytes:
+        return rfc6455.frame_header(self.opcode, length)
+
     def encode(self, data: memoryview) -> bytes:
         return rfc6455.frame_header(self.opcode, len(data)) + data
 
@@ -85,6 +95,7 @@ class Base64Codec(BinaryCodec):
     """RFC 6455 with the ``base64`` subprotocol: base64 text frames both ways."""
 
     opcode = Opcode.TEXT
+    in_place = False
 
     def __init__(self, subprotocol: str | None) -> None:
         super().__init__(subprotocol)
@@ -101,6 +112,8 @@ class Base64Codec(BinaryCodec):
 class HixieCodec:
     """Hixie-75/76: ``\\x00 base64 \\xff`` frames both ways."""
 
+    in_place = False
+
     def __init__(self, protocol: str, subprotocol: str | None) -> None:
         self.protocol = protocol
         self.subprotocol = subprotocol
@@ -114,6 +127,9 @@ class HixieCodec:
             elif event:
                 out.to_target.append(event)
         return out
+
+    def header(self, length: int) -> bytes:
+        raise NotImplementedError("Hixie frames are base64 text: no header to put in front")
 
     def encode(self, data: memoryview) -> bytes:
         return hixie.encode_frame(data)
