@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (\S+?):?(\d+),")
@@ -168,6 +170,33 @@ def proxy(echo_server: EchoServer) -> Iterator[ProxyProcess]:
     proc = ProxyProcess(["127.0.0.1:0", echo_server.address])
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """The test CA every TLS test trusts."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def pki(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Files: the server's key+chain in one PEM, cert and key apart, the CA, a client cert."""
+    d = tmp_path_factory.mktemp("pki")
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.private_key_and_cert_chain_pem.write_to_path(str(d / "server.pem"))
+    server.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    server.private_key_pem.write_to_path(str(d / "key.pem"))
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    key = serialization.load_pem_private_key(server.private_key_pem.bytes(), password=None)
+    (d / "encrypted-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    (d / "garbage.pem").write_text("not a certificate\n")
+    return {p.stem: str(p) for p in d.iterdir()}
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5, what: str = "") -> object:

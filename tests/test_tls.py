@@ -17,39 +17,11 @@ import pytest
 import trustme
 import websocket  # websocket-client
 from conftest import ROOT, ProxyProcess, read_http_head, read_until_closed
-from cryptography.hazmat.primitives import serialization
 from test_cli import run_cli
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.sync.client import connect
 
 from wsproxy.protocol.sniff import POLICY_REQUEST
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def pki(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Files: the server's key+chain in one PEM, cert and key apart, the CA, a client cert."""
-    d = tmp_path_factory.mktemp("pki")
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    server.private_key_and_cert_chain_pem.write_to_path(str(d / "server.pem"))
-    server.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
-    server.private_key_pem.write_to_path(str(d / "key.pem"))
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    key = serialization.load_pem_private_key(server.private_key_pem.bytes(), password=None)
-    (d / "encrypted-key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"secret"),
-        )
-    )
-    (d / "garbage.pem").write_text("not a certificate\n")
-    return {p.stem: str(p) for p in d.iterdir()}
-
 
 # How a client sees a TLS refusal: an alert, a reset, or a closed connection during the upgrade.
 REFUSED = (ssl.SSLError, ConnectionError, ConnectionClosed, InvalidMessage, EOFError)
@@ -282,7 +254,6 @@ def test_verify_client_requires_a_client_certificate(
         (["--cert", "{cert}", "--key", "{encrypted-key}"], "{encrypted-key}"),
         (["--cert", "{cert}"], "{cert}"),  # no key in the file, none given
         (["--cert", "{server}", "--verify-client", "--cafile", "{d}/no-ca.pem"], "{d}/no-ca.pem"),
-        (["--cert", "{server}", "--verify-client"], "cafile"),
         (["--ssl-only"], "cert"),
         (["--key", "{key}"], "cert"),
     ],
