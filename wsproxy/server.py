@@ -122,9 +122,9 @@ class WSProxy(StreamServer):
 
     def make_targets(self, settings: Settings) -> Targets:
         """The target selection the settings ask for (see :mod:`wsproxy.targets`)."""
-        if self.wrapped is not None:
-            return WrappedTarget(self.wrapped, settings.unix_target)
         connector = Connector(settings)
+        if self.wrapped is not None:
+            return WrappedTarget(self.wrapped, settings.unix_target, connector)
         if settings.token_plugin:
             return TokenTargets(load_lookup(settings), connector)
         target = settings.unix_target or settings.target

@@ -19,6 +19,7 @@ from wsproxy.dial import by_family, dial, family_of
 from wsproxy.errors import HandshakeError
 from wsproxy.protocol.handshake import Request
 from wsproxy.settings import Address, Settings, format_address
+from wsproxy.targettls import TargetTLS
 
 if TYPE_CHECKING:
     from wsproxy.wrap import WrappedProgram
@@ -69,14 +70,21 @@ class Lookup(Protocol):
 
 
 class Connector:
-    """Opens the connection to a chosen target, with the settings' timeout and family choice."""
+    """Opens the connection to a chosen target, with the settings' timeout and family choice,
+    and TLS over it with ``ssl_target`` (TCP targets only, as in websockify)."""
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.connect_timeout
         self.prefer_ipv6 = settings.prefer_ipv6
+        self.tls = TargetTLS(settings) if settings.ssl_target else None
+        if self.tls is not None and settings.unix_target:
+            log.warning("ssl_target: the UNIX socket target is connected without TLS")
 
     def __call__(self, target: Target) -> Any:
-        return connect(target, self.timeout, prefer_ipv6=self.prefer_ipv6)
+        sock = connect(target, self.timeout, prefer_ipv6=self.prefer_ipv6)
+        if self.tls is None or isinstance(target, str):
+            return sock
+        return self.tls.wrap(sock, target[0], target_name(target))
 
 
 class FixedTarget:
@@ -117,14 +125,24 @@ class TokenTargets:
 class WrappedTarget:
     """The program started by wsproxy (``-- PROGRAM``), at its moved port, or at the UNIX socket
     it serves (``--unix-target PATH PORT -- PROGRAM``, as jupyter-remote-desktop-proxy runs
-    ``vncserver -rfbunixpath PATH``)."""
+    ``vncserver -rfbunixpath PATH``); over TLS to the port with ``ssl_target``, as websockify
+    does."""
 
-    def __init__(self, program: WrappedProgram, unix_target: str | None = None) -> None:
+    def __init__(
+        self,
+        program: WrappedProgram,
+        unix_target: str | None = None,
+        connector: Connector | None = None,
+    ) -> None:
         self.program = program
         self.unix_target = unix_target
+        self.tls = connector.tls if connector is not None else None
 
     def open(self, request: Request) -> tuple[Any, str]:
-        return self.program.connect(self.unix_target)
+        sock, name = self.program.connect(self.unix_target)
+        if self.tls is not None and self.unix_target is None:
+            sock = self.tls.wrap(sock, sock.getpeername()[0], name)
+        return sock, name
 
     def reload(self) -> None:
         pass
