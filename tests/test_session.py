@@ -326,7 +326,7 @@ def test_unexpected_error_is_logged_and_the_client_socket_closed(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, echo_server
 ) -> None:
     class BrokenTargets:
-        def open(self, request):  # type: ignore[no-untyped-def]
+        def open(self, request, check=None):  # type: ignore[no-untyped-def]
             raise RuntimeError("a bug in a hook")
 
     class Broken(WSProxy):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 import websocket  # websocket-client
-from conftest import free_port, raw_connect, read_http_head
+from conftest import EchoServer, ProxyProcess, free_port, raw_connect, read_http_head
 from websockets.sync.client import connect
 
 GREETING = b"RFB 003.008\n"  # a VNC server's first bytes, sent unasked right after the handshake
@@ -105,8 +105,8 @@ def upgrade_status(port: int) -> tuple[int, bytes]:
 
 
 def test_ssl_target_sends_the_host_name_and_checks_it_against_target_cafile(
-    run_proxy, target: TLSTarget, ca_file: str
-) -> None:  # type: ignore[no-untyped-def]
+    run_proxy: type[ProxyProcess], target: TLSTarget, ca_file: str
+) -> None:
     proc = run_proxy(
         ["127.0.0.1:0", f"localhost:{target.port}", "--ssl-target", "--target-cafile", ca_file]
     )
@@ -116,8 +116,8 @@ def test_ssl_target_sends_the_host_name_and_checks_it_against_target_cafile(
 
 
 def test_ssl_target_uses_the_system_cas_by_default(
-    run_proxy, target: TLSTarget, ca_file: str
-) -> None:  # type: ignore[no-untyped-def]
+    run_proxy: type[ProxyProcess], target: TLSTarget, ca_file: str
+) -> None:
     # OpenSSL's default verify paths honour SSL_CERT_FILE: a "system store" holding the test CA.
     trusting = run_proxy(
         ["127.0.0.1:0", f"127.0.0.1:{target.port}", "--ssl-target"],
@@ -133,7 +133,9 @@ def test_ssl_target_uses_the_system_cas_by_default(
     plain.wait_log(r"refused peer=\S+ status=502 reason=.*certificate not trusted: .*unable to get")
 
 
-def test_a_certificate_for_another_name_is_502(run_proxy, ca: trustme.CA, ca_file: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_certificate_for_another_name_is_502(
+    run_proxy: type[ProxyProcess], ca: trustme.CA, ca_file: str
+) -> None:
     other = TLSTarget(server_context(ca, "other.example"))
     try:
         proc = run_proxy(
@@ -149,7 +151,9 @@ def test_a_certificate_for_another_name_is_502(run_proxy, ca: trustme.CA, ca_fil
         other.close()
 
 
-def test_target_insecure_skips_the_check_and_warns_at_start(run_proxy, target: TLSTarget) -> None:  # type: ignore[no-untyped-def]
+def test_target_insecure_skips_the_check_and_warns_at_start(
+    run_proxy: type[ProxyProcess], target: TLSTarget
+) -> None:
     proc = run_proxy(
         ["127.0.0.1:0", f"localhost:{target.port}", "--ssl-target", "--target-insecure"]
     )
@@ -157,7 +161,9 @@ def test_target_insecure_skips_the_check_and_warns_at_start(run_proxy, target: T
     assert ws_echo(proc.port, b"unchecked") == b"ok:unchecked"
 
 
-def test_a_target_that_does_not_speak_tls_is_502(run_proxy, echo_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_target_that_does_not_speak_tls_is_502(
+    run_proxy: type[ProxyProcess], echo_server: EchoServer
+) -> None:
     proc = run_proxy(["127.0.0.1:0", echo_server.address, "--ssl-target", "--target-insecure"])
     status, body = upgrade_status(proc.port)
     assert status == 502
@@ -165,8 +171,8 @@ def test_a_target_that_does_not_speak_tls_is_502(run_proxy, echo_server) -> None
 
 
 def test_a_target_that_never_answers_the_handshake_is_502_after_connect_timeout(
-    run_proxy,
-) -> None:  # type: ignore[no-untyped-def]
+    run_proxy: type[ProxyProcess],
+) -> None:
     silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) and says nothing
     try:
         port = silent.getsockname()[1]
@@ -184,8 +190,8 @@ def test_a_target_that_never_answers_the_handshake_is_502_after_connect_timeout(
 
 @pytest.mark.parametrize("tickets", [2, 8])
 def test_tls_1_3_session_tickets_never_hold_back_the_targets_first_bytes(
-    run_proxy, ca: trustme.CA, ca_file: str, tickets: int
-) -> None:  # type: ignore[no-untyped-def]
+    run_proxy: type[ProxyProcess], ca: trustme.CA, ca_file: str, tickets: int
+) -> None:
     # The target sends its session tickets, then its greeting, then waits for the client: a
     # relay that waited on the raw socket while OpenSSL held the greeting would stall here.
     context = server_context(ca, "localhost")
@@ -210,8 +216,8 @@ def test_tls_1_3_session_tickets_never_hold_back_the_targets_first_bytes(
 
 
 def test_tls_1_3_session_tickets_never_hold_back_what_the_client_says_first(
-    run_proxy, ca: trustme.CA, ca_file: str
-) -> None:  # type: ignore[no-untyped-def]
+    run_proxy: type[ProxyProcess], ca: trustme.CA, ca_file: str
+) -> None:
     # The target sends only its session tickets and waits for the client's request. A relay
     # that, woken by the tickets' bytes, sat in a read for data that is not coming could not
     # forward the request: websockify's select loop does that with its blocking TLS socket.
@@ -233,8 +239,8 @@ def test_tls_1_3_session_tickets_never_hold_back_what_the_client_says_first(
 
 
 def test_ssl_target_with_a_token_target(
-    run_proxy, target: TLSTarget, ca_file: str, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    run_proxy: type[ProxyProcess], target: TLSTarget, ca_file: str, tmp_path: Path
+) -> None:
     tokens = tmp_path / "tokens.cfg"
     tokens.write_text(f"vnc: localhost:{target.port}\n")
     proc = run_proxy(
@@ -264,8 +270,8 @@ while True:
 
 
 def test_ssl_target_applies_to_a_wrapped_program(
-    run_proxy, pki: dict[str, str], tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    run_proxy: type[ProxyProcess], pki: dict[str, str], tmp_path: Path
+) -> None:
     program = tmp_path / "tls_server.py"
     program.write_text(WRAPPED_TLS_SERVER)
     port = free_port()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import ProxyProcess
+from conftest import EchoServer, ProxyProcess
 from cryptography.hazmat.primitives import serialization
 from test_cli import run_cli
 from test_tls import REFUSED, assert_wss_echoes, client_context, https_get
@@ -50,12 +50,12 @@ def encrypted_key(pki: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_key_password_opens_an_encrypted_key_and_is_never_logged(
-    run_proxy,
+    run_proxy: type[ProxyProcess],
     pki: dict[str, str],
     ca: trustme.CA,
     encrypted_key: str,
-    echo_server,
-) -> None:  # type: ignore[no-untyped-def]
+    echo_server: EchoServer,
+) -> None:
     args = ["--cert", pki["cert"], "--key", encrypted_key, "--key-password", PASSWORD, "-v"]
     proc: ProxyProcess = run_proxy(["127.0.0.1:0", echo_server.address, *args])
     assert_wss_echoes(proc.port, client_context(ca), b"encrypted key")
@@ -87,14 +87,14 @@ def test_a_wrong_key_password_exits_2_without_showing_it(
     ],
 )
 def test_ssl_version_is_the_lowest_version_accepted(
-    run_proxy,
+    run_proxy: type[ProxyProcess],
     pki: dict[str, str],
     ca: trustme.CA,
-    echo_server,
+    echo_server: EchoServer,
     version: str,
     refused: ssl.TLSVersion,
     accepted: ssl.TLSVersion,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     proc = run_proxy(
         ["127.0.0.1:0", echo_server.address, "--cert", pki["server"], "--ssl-version", version]
     )
@@ -109,11 +109,11 @@ def test_ssl_version_is_the_lowest_version_accepted(
 
 
 def test_ssl_ciphers_limits_the_tls_1_2_ciphers(
-    run_proxy,
+    run_proxy: type[ProxyProcess],
     pki: dict[str, str],
     ca: trustme.CA,
-    echo_server,
-) -> None:  # type: ignore[no-untyped-def]
+    echo_server: EchoServer,
+) -> None:
     chosen = "ECDHE-ECDSA-AES128-GCM-SHA256"  # trustme's keys are ECDSA
     proc = run_proxy(
         ["127.0.0.1:0", echo_server.address, "--cert", pki["server"], "--ssl-ciphers", chosen]
@@ -135,11 +135,11 @@ def test_an_ssl_ciphers_list_openssl_refuses_exits_2(pki: dict[str, str]) -> Non
 
 
 def test_verify_client_without_cafile_trusts_the_system_cas(
-    run_proxy,
+    run_proxy: type[ProxyProcess],
     pki: dict[str, str],
     ca: trustme.CA,
-    echo_server,
-) -> None:  # type: ignore[no-untyped-def]
+    echo_server: EchoServer,
+) -> None:
     # OpenSSL's default verify paths honour SSL_CERT_FILE: a "system store" holding the test CA.
     args = ["127.0.0.1:0", echo_server.address, "--cert", pki["server"], "--verify-client"]
     proc = run_proxy(args, env={"SSL_CERT_FILE": pki["ca"], "SSL_CERT_DIR": "/nonexistent"})

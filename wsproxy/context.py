@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wsproxy.auth import Authenticator
 from wsproxy.frontdoor import FrontDoor
 from wsproxy.protocol.forwarded import TrustedProxies
 from wsproxy.record import Recordings
@@ -34,6 +35,7 @@ class Context:
         listen_port: the port clients connected to (the Flash policy names it).
         listener_tuned: the listening socket has the options :func:`wsproxy.session.tune_socket`
             sets, and accepted sockets inherit them (Linux): a session need not set them again.
+        auth: the auth plug-in's runner (``--auth-plugin``), or None.
     """
 
     settings: Settings
@@ -45,3 +47,4 @@ class Context:
     scratch: bytearray
     listen_port: int = 0
     listener_tuned: bool = False
+    auth: Authenticator | None = None

@@ -47,7 +47,8 @@ class HandshakeError(WSProxyError):
     """The opening handshake (or a plain HTTP request) cannot be accepted.
 
     The session answers with ``status`` and ``reason`` as a one-line body, plus ``headers``
-    (e.g. ``Sec-WebSocket-Version`` on a 426), then closes the connection.
+    (e.g. ``Sec-WebSocket-Version`` on a 426), then closes the connection. ``log_reason``, when
+    given, is what the log says instead: an auth plug-in's detail that the client must not see.
     """
 
     def __init__(
@@ -55,11 +56,14 @@ class HandshakeError(WSProxyError):
         status: HTTPStatus,
         reason: str,
         headers: tuple[tuple[str, str], ...] = (),
+        *,
+        log_reason: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers
+        self.log_reason = log_reason or reason
 
     def __str__(self) -> str:
         return f"{self.status.value} {self.status.phrase}: {self.reason}"

@@ -18,7 +18,7 @@ from wsproxy.errors import ClientGone
 from wsproxy.logs import logfmt
 from wsproxy.protocol import policy, sniff
 from wsproxy.settings import Settings
-from wsproxy.webserver import WebServer
+from wsproxy.webserver import WebAuth, WebServer
 from wsproxy.wire import Connection, read_until
 
 __all__ = ["FrontDoor"]
@@ -33,17 +33,22 @@ NO_CERT_REMEDY = (
 class FrontDoor:
     """Server-wide state of the front door, built once with the server.
 
+    ``web_auth`` (``--web-auth``) checks each web server request before it is answered.
+
     Raises:
         ConfigError: an unreadable certificate, key or CA file, or a ``web`` that is not a
             directory (so the process exits 2 before it listens).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, web_auth: WebAuth | None = None) -> None:
         self.settings = settings
         self.ssl_context = tls.make_context(settings)
         self.web = (
             WebServer(
-                settings.web, listing=not settings.file_only, close_timeout=settings.close_timeout
+                settings.web,
+                listing=not settings.file_only,
+                close_timeout=settings.close_timeout,
+                authorize=web_auth,
             )
             if settings.web
             else None

@@ -20,6 +20,7 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
+from wsproxy.auth import Authenticator
 from wsproxy.context import Context
 from wsproxy.errors import CloseCode, ConfigError, StartupError
 from wsproxy.frontdoor import FrontDoor
@@ -77,7 +78,10 @@ class WSProxy(StreamServer):
         if settings is None:
             settings = Settings.create(listen=listen, target=target, **options)
         self.settings = settings
-        self.frontdoor = FrontDoor(settings)  # TLS context, web root: built once, checked now
+        self.auth = Authenticator(settings) if settings.auth_plugin else None
+        web_auth = self.auth.check_web if self.auth is not None and settings.web_auth else None
+        # TLS context, web root: built once, checked now.
+        self.frontdoor = FrontDoor(settings, web_auth=web_auth)
         self.sessions: set[Session] = set()
         self._context: Context | None = None
         self._stopping = False
@@ -144,6 +148,7 @@ class WSProxy(StreamServer):
             trusted_proxies=self.trusted_proxies,
             recordings=self.recordings,
             scratch=self.scratch,
+            auth=self.auth,
             listen_port=(self.server_port or 0) if self.socket is not None else 0,
             listener_tuned=self._listener_tuned,
         )

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import time
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -193,7 +194,9 @@ class Session:
     ) -> None:
         """Connect the target, accept the client, relay, log."""
         connecting = time.monotonic()
-        target_sock, target = self.context.targets.open(request)
+        auth = self.context.auth
+        check = None if auth is None else partial(auth.check, self, request)
+        target_sock, target = self.context.targets.open(request, check)
         self.context.metrics.target_connected(time.monotonic() - connecting)
         recorder = None
         try:
@@ -255,7 +258,7 @@ class Session:
             "refused peer=%s status=%d reason=%s",
             self.peer,
             error.status.value,
-            logfmt(error.reason),
+            logfmt(error.log_reason),
         )
         linger_close(self.sock, handshake.error_response(error), self.settings.close_timeout)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shlex
 import socket
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,16 +39,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Target = Address | str  # (host, port) over TCP, or the path of a UNIX socket
+Check = Callable[[Target], None]  # the auth plug-in's say on a chosen target (raises to refuse)
 
 
 class Targets(Protocol):
     """What a session needs of target selection."""
 
-    def open(self, request: Request) -> tuple[Any, str]:
+    def open(self, request: Request, check: Check | None = None) -> tuple[Any, str]:
         """A socket connected to the request's target, and the target's name for the log.
+        ``check`` is called with the target once it is chosen, before it is connected.
 
         Raises HandshakeError: ``502`` if the target cannot be reached, ``4xx`` when the request
-        names no valid target.
+        names no valid target, or what ``check`` raises.
         """
 
     def reload(self) -> None:
@@ -94,7 +97,9 @@ class FixedTarget:
         self.target = target
         self.connector = connector
 
-    def open(self, request: Request) -> tuple[Any, str]:
+    def open(self, request: Request, check: Check | None = None) -> tuple[Any, str]:
+        if check is not None:
+            check(self.target)
         return self.connector(self.target), target_name(self.target)
 
     def reload(self) -> None:
@@ -111,8 +116,10 @@ class TokenTargets:
         self.lookup = lookup
         self.connector = connector
 
-    def open(self, request: Request) -> tuple[Any, str]:
+    def open(self, request: Request, check: Check | None = None) -> tuple[Any, str]:
         target = self.lookup.find(request)
+        if check is not None:
+            check(target)
         return self.connector(target), target_name(target)
 
     def reload(self) -> None:
@@ -138,7 +145,11 @@ class WrappedTarget:
         self.unix_target = unix_target
         self.tls = connector.tls if connector is not None else None
 
-    def open(self, request: Request) -> tuple[Any, str]:
+    def open(self, request: Request, check: Check | None = None) -> tuple[Any, str]:
+        if check is not None:
+            slot = self.program.slot
+            port = slot.get() if slot is not None else self.program.port
+            check(self.unix_target if self.unix_target is not None else ("127.0.0.1", port))
         sock, name = self.program.connect(self.unix_target)
         if self.tls is not None and self.unix_target is None:
             sock = self.tls.wrap(sock, sock.getpeername()[0], name)

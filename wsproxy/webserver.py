@@ -13,6 +13,7 @@ import logging
 import mimetypes
 import os
 import stat
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "KEEPALIVE_TIMEOUT",
     "MAX_KEEPALIVE_REQUESTS",
     "SEND_TIMEOUT",
+    "WebAuth",
     "WebServer",
 ]
 
@@ -38,11 +40,14 @@ MAX_KEEPALIVE_REQUESTS = 100  # requests on one connection before it is closed
 SEND_TIMEOUT = 60.0  # seconds a client may take to accept one chunk
 CLOSE_TIMEOUT = 2.0  # seconds to deliver a last answer and see the client close
 
+WebAuth = Callable[[Connection, Request], None]  # raises HandshakeError to refuse a request
+
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
 
 
 class WebServer:
-    """Serves the files under ``directory``; one instance per proxy server.
+    """Serves the files under ``directory``; one instance per proxy server. ``authorize``, when
+    given, is asked about every GET and HEAD before it is answered (``--web-auth``).
 
     Raises:
         ConfigError: ``directory`` is not a directory.
@@ -58,6 +63,7 @@ class WebServer:
         send_timeout: float = SEND_TIMEOUT,
         close_timeout: float = CLOSE_TIMEOUT,
         chunk_bytes: int = CHUNK_BYTES,
+        authorize: WebAuth | None = None,
     ) -> None:
         self.root = os.path.realpath(directory)
         if not os.path.isdir(self.root):
@@ -70,6 +76,7 @@ class WebServer:
         self.send_timeout = send_timeout
         self.close_timeout = close_timeout
         self.chunk_bytes = chunk_bytes
+        self.authorize = authorize
 
     def serve(self, session: Connection, request: Request, rest: bytes) -> None:
         """Answer ``request`` and the ones that follow on the connection, until one asks to
@@ -97,6 +104,7 @@ class WebServer:
         status: HTTPStatus
         sent = 0
         farewell = b""  # what is still to send before a lingering close
+        refused = ""  # the log's reason for an error answer
         try:
             if request.method not in ("GET", "HEAD"):
                 raise HandshakeError(
@@ -104,6 +112,8 @@ class WebServer:
                     f"method {request.method} not allowed",
                     (("Allow", "GET, HEAD"),),
                 )
+            if self.authorize is not None:
+                self.authorize(session, request)
             segments = static.request_segments(request.target)
             sock.settimeout(self.send_timeout)
             try:
@@ -132,13 +142,15 @@ class WebServer:
             farewell = handshake.error_response(error)
             if head_only:
                 farewell = farewell[: farewell.index(b"\r\n\r\n") + 4]
+            refused = f" reason={logfmt(error.log_reason)}"
         log.info(
-            "web peer=%s method=%s path=%s status=%d bytes=%d",
+            "web peer=%s method=%s path=%s status=%d bytes=%d%s",
             session.peer,
             logfmt(request.method),
             logfmt(request.target),
             status.value,
             sent,
+            refused,
         )
         if not keep:
             # The connection ends with this answer: a lingering close, so that input we did not
