@@ -208,3 +208,34 @@ def test_a_plug_in_raising_our_error_can_redirect_web_requests(
             assert head["location"] == "/login.html"
     assert calls(plugin_env) == []  # LoginFirst does not record
     proc.wait_log(r"web peer=\S+ method=GET path=/ status=302 bytes=0 reason=\"LoginFirst: Found\"")
+
+
+def readme_example() -> tuple[str, list[str]]:
+    """The README's runnable auth plug-in: the ``myauth.py`` block and its command line."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("A runnable example, `myauth.py`") :]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shell = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    command = shell.splitlines()[0]
+    assert command.startswith("PYTHONPATH=. wsproxy ")
+    return code, command.split()[2:]
+
+
+def test_the_readme_example_plug_in_runs(
+    run_proxy: type[ProxyProcess], echo_server: EchoServer, tmp_path: Path
+) -> None:
+    code, args = readme_example()
+    (tmp_path / "myauth.py").write_text(code)
+    assert args[-2:] == ["6080", "localhost:5900"]
+    proc = run_proxy(
+        [*args[:-2], "127.0.0.1:0", echo_server.address], cwd=tmp_path, env={"PYTHONPATH": "."}
+    )
+    with connect(proc.url, additional_headers={"X-Ticket": "s3cret"}, open_timeout=5) as ws:
+        ws.send(b"from the README")
+        assert ws.recv(timeout=5) == b"from the README"
+    with pytest.raises(InvalidStatus) as exc_info, connect(proc.url, open_timeout=5):
+        pass
+    assert exc_info.value.response.status_code == 403
+    assert exc_info.value.response.body == b"ticket refused\n"
+    host, port = echo_server.address.split(":")
+    proc.wait_log(rf'status=403 reason="TicketAuth: bad ticket for {host}:{port}"')
