@@ -9,7 +9,6 @@ import contextlib
 import socket
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from websockets.sync.client import connect
 GREETING = b"RFB 003.008\n"  # a VNC server's first bytes, sent unasked right after the handshake
 
 
-class TLSTarget:
+class TLSTarget(EchoServer):
     """A TLS server on loopback. Per connection: shake hands, send ``greeting`` (if any), then
     answer each read with ``b"ok:" + data`` until the peer closes. Records the SNI names and
     TLS versions it saw and the handshakes that failed."""
@@ -35,22 +34,12 @@ class TLSTarget:
         self.versions: list[str | None] = []
         self.failures: list[str] = []
         context.sni_callback = self._sni
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()  # accepts from now on
 
     def _sni(self, sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
         self.names.append(name)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def _echo(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         try:
             with self.context.wrap_socket(conn, server_side=True) as tls:
@@ -61,9 +50,6 @@ class TLSTarget:
                     tls.sendall(b"ok:" + data)
         except (OSError, ssl.SSLError) as exc:
             self.failures.append(str(exc))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
