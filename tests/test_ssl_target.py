@@ -6,6 +6,7 @@ and Python's OpenSSL as the target), real clients (websocket-client, websockets)
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import ssl
 import sys
@@ -17,6 +18,7 @@ import pytest
 import trustme
 import websocket  # websocket-client
 from conftest import EchoServer, ProxyProcess, free_port, raw_connect, read_http_head
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 GREETING = b"RFB 003.008\n"  # a VNC server's first bytes, sent unasked right after the handshake
@@ -222,6 +224,28 @@ def test_tls_1_3_session_tickets_never_hold_back_what_the_client_says_first(
         assert web.versions == ["TLSv1.3"] * 10
     finally:
         web.close()
+
+
+@pytest.mark.parametrize("how", ["idle", "stop"])
+def test_a_tls_target_session_closed_by_the_server_ends_cleanly(
+    run_proxy: type[ProxyProcess], target: TLSTarget, ca_file: str, how: str
+) -> None:
+    # Our side cuts the target (idle timeout, shutdown) while its pump waits in a TLS read.
+    args = ["127.0.0.1:0", f"localhost:{target.port}", "--ssl-target", "--target-cafile", ca_file]
+    proc = run_proxy([*args, "--session-idle-timeout", "0.5"] if how == "idle" else args)
+    with connect(proc.url, subprotocols=["binary"], open_timeout=5) as ws:
+        ws.send(b"before")
+        assert ws.recv(timeout=5) == b"ok:before"
+        if how == "stop":
+            proc.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+    assert ws.close_code == (1000 if how == "idle" else 1001)
+    proc.wait_log(r"closed peer=\S+ .* by=server code=100[01]")
+    if how == "stop":
+        assert proc.stop() == 0
+    assert "Traceback" not in proc.log
+    assert "Error" not in proc.log
 
 
 def test_ssl_target_with_a_token_target(
