@@ -273,6 +273,7 @@ def test_web_auth_asks_the_plug_in_for_every_web_request(
         (["--auth-plugin", "NoSuchPlugin"], "unknown plug-in 'NoSuchPlugin'"),
         (["--auth-plugin", "no_such_module.Auth"], "cannot import 'no_such_module'"),
         (["--auth-plugin", "wsproxy.plugins.auth.Nope"], "has no class 'Nope'"),
+        (["--auth-plugin", "logging.Logger"], "has no authenticate() method"),
         (["--auth-plugin", "BasicHTTPAuth"], "needs auth_source"),
         (
             ["--auth-plugin", "BasicHTTPAuth", "--auth-source", "s3cret-no-colon"],

