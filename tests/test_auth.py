@@ -270,11 +270,23 @@ def test_web_auth_asks_the_plug_in_for_every_web_request(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--auth-plugin", "NoSuchPlugin"], "unknown plug-in 'NoSuchPlugin'"),
-        (["--auth-plugin", "no_such_module.Auth"], "cannot import 'no_such_module'"),
-        (["--auth-plugin", "wsproxy.plugins.auth.Nope"], "has no class 'Nope'"),
+        (
+            ["--auth-plugin", "NoSuchPlugin"],
+            "auth_plugin: unknown auth plug-in 'NoSuchPlugin' (expected one of BasicHTTPAuth",
+        ),
+        (
+            ["--auth-plugin", "no_such_module.Auth"],
+            "auth_plugin: cannot load auth plug-in no_such_module.Auth: No module named",
+        ),
+        (
+            ["--auth-plugin", "wsproxy.plugins.auth.Nope"],
+            "auth_plugin: module wsproxy.plugins.auth has no class Nope",
+        ),
         (["--auth-plugin", "logging.Logger"], "has no authenticate() method"),
-        (["--auth-plugin", "BasicHTTPAuth"], "needs auth_source"),
+        (
+            ["--auth-plugin", "BasicHTTPAuth"],
+            "auth_source: plug-in BasicHTTPAuth refused its source: ValueError: BasicHTTPAuth",
+        ),
         (
             ["--auth-plugin", "BasicHTTPAuth", "--auth-source", "s3cret-no-colon"],
             "neither user:password",

@@ -6,8 +6,8 @@
 * With ``--web-auth``, every request to the web server is checked too, with the fixed target
   (``None, None`` when targets are chosen per client).
 
-A plug-in that may block (any but the built-ins that only compare strings) runs in gevent's
-thread pool, bounded by what is left of the handshake deadline, so that a slow auth backend
+A plug-in that may block (any but the built-ins that only compare strings) runs in a thread
+pool of its own, bounded by what is left of the handshake deadline, so that a slow auth backend
 stalls only its own client. A refusal becomes the plug-in's answer; the log line names the
 plug-in and its reason, never the credentials.
 """
@@ -21,9 +21,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-import gevent
-
 from wsproxy.errors import ConfigError, HandshakeError
+from wsproxy.offhub import OffHub, TimedOut
 from wsproxy.plugins import auth as built_in
 from wsproxy.plugins.loader import load_plugin
 from wsproxy.protocol.handshake import Request
@@ -34,6 +33,7 @@ __all__ = ["Authenticator", "plugin_headers"]
 
 log = logging.getLogger(__name__)
 
+AUTH_THREADS = 16  # blocking plug-in calls at once; more wait (within the deadline) for a thread
 MIN_WAIT = 0.05  # seconds a blocking plug-in gets even when the handshake deadline is spent
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -51,12 +51,7 @@ class Authenticator:
         assert settings.auth_plugin is not None
         self.name = settings.auth_plugin.rpartition(".")[2]
         self.plugin: Any = load_plugin(
-            settings.auth_plugin,
-            settings.auth_source,
-            built_in=built_in,
-            names=built_in.BUILT_IN,
-            websockify_module="websockify.auth_plugins",
-            key="auth_plugin",
+            built_in.AUTH_PLUGINS, settings.auth_plugin, settings.auth_source
         )
         if not callable(getattr(self.plugin, "authenticate", None)):
             raise ConfigError(
@@ -72,6 +67,7 @@ class Authenticator:
                 expected="verify_client = yes with a cert",
             )
         self.web_target = settings.target  # what web requests are checked against
+        self.pool = OffHub(AUTH_THREADS)
         log.info("auth plugin=%s web_auth=%s", self.name, "yes" if settings.web_auth else "no")
 
     def check(self, session: Connection, request: Request, target: object) -> None:
@@ -85,17 +81,14 @@ class Authenticator:
                 call(headers=headers, target_host=host, target_port=port)
                 return
             wait = max(session.deadline.left(), MIN_WAIT)
-            result = gevent.get_hub().threadpool.spawn(_outcome, call, headers, host, port)
-            result.wait(wait)
-            if not result.ready():
+            try:
+                self.pool.call(wait, call, headers=headers, target_host=host, target_port=port)
+            except TimedOut:
                 raise HandshakeError(
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     "authentication did not answer in time",
                     log_reason=f"{self.name} did not answer within {wait:.1f}s",
-                )
-            error = result.get()
-            if error is not None:
-                raise error
+                ) from None
         except HandshakeError:
             raise
         except Exception as exc:
@@ -172,16 +165,6 @@ def client_common_name(tls_sock: Any) -> str | None:
         return None
     names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
     return names[-1] if names else None
-
-
-def _outcome(call: Callable[..., object], headers: Any, host: Any, port: Any) -> Exception | None:
-    """Run the plug-in in a pool thread; its exception is returned to the hub rather than
-    raised in the thread, where gevent would print it as a crash."""
-    try:
-        call(headers=headers, target_host=host, target_port=port)
-    except Exception as exc:
-        return exc
-    return None
 
 
 def _is_refusal(exc: Exception) -> bool:

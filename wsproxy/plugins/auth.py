@@ -20,12 +20,11 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from wsproxy.errors import ConfigError
+from wsproxy.plugins.loader import PluginKind
 from wsproxy.plugins.passwords import PasswordHash, parse_password_file
 
-BUILT_IN = ("BasicHTTPAuth", "ExpectOrigin", "ClientCertCNAuth")  # what --auth-plugin NAME loads
-
 __all__ = [
-    "BUILT_IN",
+    "AUTH_PLUGINS",
     "AuthenticationError",
     "BasePlugin",
     "BasicHTTPAuth",
@@ -40,6 +39,14 @@ log = logging.getLogger(__name__)
 CLIENT_CN_HEADER = "SSL_CLIENT_S_DN_CN"  # websockify's name (Apache's StdEnvVars style)
 CACHE_SIZE = 1024  # verified credentials remembered by a password-file BasicHTTPAuth
 NAME_SHOWN = 64  # characters of a user name a log line shows at most
+# What --auth-plugin NAME loads; websockify.auth_plugins.NAME names the same.
+AUTH_PLUGINS = PluginKind(
+    "auth plug-in",
+    "auth_plugin",
+    "auth_source",
+    {name: (__name__, None) for name in ("BasicHTTPAuth", "ExpectOrigin", "ClientCertCNAuth")},
+    "websockify.auth_plugins",
+)
 
 
 class Headers(Protocol):

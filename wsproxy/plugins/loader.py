@@ -1,59 +1,96 @@
-"""Loading a plug-in the way websockify does: a bare name is a built-in class, a dotted path
-``pkg.mod.Class`` a user's own (importable from ``sys.path``, e.g. through ``PYTHONPATH``), and
-websockify's own module path (``websockify.auth_plugins.BasicHTTPAuth``) names our built-in.
-The class is created once, with the source argument: ``Class(src)``."""
+"""Loading a plug-in the way websockify does, for both kinds (token and auth plug-ins): a bare
+name is a built-in class, a dotted path ``pkg.mod.Class`` a user's own (importable from
+``sys.path``, e.g. through ``PYTHONPATH``), and websockify's module path for a built-in
+(``websockify.auth_plugins.BasicHTTPAuth``) names ours. The class is created once, with the
+source argument: ``Class(src)``."""
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from wsproxy.errors import ConfigError
 
-__all__ = ["load_plugin"]
+__all__ = ["PluginKind", "load_plugin"]
 
 
-def load_plugin(
-    name: str,
-    src: str | None,
-    *,
-    built_in: ModuleType,
-    names: tuple[str, ...],
-    websockify_module: str,
-    key: str,
-) -> object:
-    """The plug-in instance. Raises ConfigError naming ``key``; the message never shows
-    ``src`` (a source may hold a password)."""
-    expected = f"one of {', '.join(names)}, or an importable pkg.module.Class"
-    module_name, _, class_name = name.rpartition(".")
-    if not module_name or module_name == websockify_module:
-        if class_name not in names:
-            raise ConfigError(f"unknown plug-in {name!r}", key=key, expected=expected)
-        module: ModuleType = built_in
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # an import runs the user's code: any error says why
-            raise ConfigError(
-                f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
-                key=key,
-                expected=expected,
-            ) from None
-    cls = getattr(module, class_name, None)
-    if not callable(cls):
-        raise ConfigError(
-            f"{module.__name__} has no class {class_name!r}", key=key, expected=expected
-        )
+@dataclass(frozen=True)
+class PluginKind:
+    """What one kind of plug-in is called, which settings name it, and its built-ins."""
+
+    what: str  # "token plug-in", as messages say it
+    key: str  # the setting that names the class
+    source_key: str  # the setting that holds its argument
+    built_in: Mapping[str, tuple[str, str | None]]  # name -> (module, the pip extra it needs)
+    websockify_module: str  # websockify's module of the same built-ins
+
+    @property
+    def expected(self) -> str:
+        return f"one of {', '.join(self.built_in)}, or a dotted path pkg.module.Class"
+
+
+def load_plugin(kind: PluginKind, name: str, source: str | None) -> Any:
+    """``Class(source)`` for a built-in name or a dotted path. Raises ConfigError naming the
+    setting; the message never shows ``source`` (a source may hold a password)."""
+    cls = _plugin_class(kind, name)
     try:
-        return cls(src)
+        return cls(source)
     except ConfigError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a websockify-style plug-in may sys.exit() on bad input
         message = str(exc)
-        if src and src in message:
-            message = message.replace(src, "(hidden)")
+        if source:
+            message = message.replace(source, "(hidden)")
         raise ConfigError(
-            f"plug-in {name} cannot start: {type(exc).__name__}: {message}",
-            key=key,
-            expected=f"a source that {class_name} accepts",
+            f"plug-in {name} refused its source: {type(exc).__name__}: {message}",
+            source="command line",
+            key=kind.source_key,
+            expected=f"the argument {name} takes",
         ) from None
+
+
+def _plugin_class(kind: PluginKind, name: str) -> Any:
+    prefix = kind.websockify_module + "."
+    if name.startswith(prefix) and name[len(prefix) :] in kind.built_in:
+        name = name[len(prefix) :]
+    if name in kind.built_in:
+        module_name, extra = kind.built_in[name]
+        attribute = name
+    elif "." in name.strip(".") and " " not in name:
+        module_name, _, attribute = name.rpartition(".")
+        extra = None
+    else:
+        raise ConfigError(
+            f"unknown {kind.what} {name!r}",
+            source="command line",
+            key=kind.key,
+            expected=kind.expected,
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        needs = f"; pip install wsproxy[{extra}]" if extra else ""
+        raise ConfigError(
+            f"cannot load {kind.what} {name}: {exc}{needs}",
+            source="command line",
+            key=kind.key,
+            expected=kind.expected if not extra else f"the {extra} extra installed",
+        ) from None
+    except Exception as exc:  # the user's module failed while it was imported
+        raise ConfigError(
+            f"cannot load {kind.what} {name}: {type(exc).__name__}: {exc}",
+            source="command line",
+            key=kind.key,
+            expected="a module that imports",
+        ) from None
+    cls = getattr(module, attribute, None)
+    if not callable(cls):
+        raise ConfigError(
+            f"module {module_name} has no class {attribute}",
+            source="command line",
+            key=kind.key,
+            expected=kind.expected,
+        )
+    return cls

@@ -11,21 +11,19 @@ log line; it never shows a password).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from http import HTTPStatus
 from typing import Any
 
-import gevent
-from gevent.threadpool import ThreadPool
-
-from wsproxy.errors import ConfigError, HandshakeError
+from wsproxy.errors import HandshakeError
+from wsproxy.offhub import OffHub, TimedOut
+from wsproxy.plugins.loader import PluginKind, load_plugin
 from wsproxy.plugins.tokentext import as_target, token_of
 from wsproxy.protocol.handshake import Request
 from wsproxy.settings import Settings
 from wsproxy.targets import Target
 
-__all__ = ["BUILTINS", "LOOKUP_THREADS", "PluginLookup", "load_lookup", "load_plugin"]
+__all__ = ["BUILTINS", "LOOKUP_THREADS", "TOKEN_PLUGINS", "PluginLookup", "load_lookup"]
 
 log = logging.getLogger(__name__)
 
@@ -41,81 +39,21 @@ BUILTINS: dict[str, tuple[str, str | None]] = {
     "JWTTokenApi": ("wsproxy.plugins.tokenjwt", "jwt"),
     "TokenRedis": ("wsproxy.plugins.tokenredis", "redis"),
 }
-WEBSOCKIFY_MODULE = "websockify.token_plugins."  # its dotted names for the built-ins
-EXPECTED_NAME = f"one of {', '.join(BUILTINS)}, or a dotted path pkg.module.Class"
+TOKEN_PLUGINS = PluginKind(
+    "token plug-in", "token_plugin", "token_source", BUILTINS, "websockify.token_plugins"
+)
 
 
 def load_lookup(settings: Settings) -> PluginLookup:
     """The settings' token plug-in, created; raises ConfigError (exit 2) naming the key."""
     assert settings.token_plugin is not None
-    plugin = load_plugin(settings.token_plugin, settings.token_source)
+    plugin = load_plugin(TOKEN_PLUGINS, settings.token_plugin, settings.token_source)
     return PluginLookup(
         plugin,
         settings.token_plugin,
         host_token=settings.host_token,
         timeout=settings.connect_timeout,
     )
-
-
-def load_plugin(name: str, source: str | None) -> Any:
-    """``Class(source)`` for a built-in name or a dotted path; raises ConfigError."""
-    cls = _plugin_class(name)
-    try:
-        return cls(source)
-    except ConfigError:
-        raise
-    except (Exception, SystemExit) as exc:  # a websockify-style plug-in may sys.exit() on bad input
-        # The source is not shown: it may hold a password (TokenRedis's does).
-        raise ConfigError(
-            f"plug-in {name} refused its source: {type(exc).__name__}: {exc}",
-            source="command line",
-            key="token_source",
-            expected=f"the argument {name} takes",
-        ) from None
-
-
-def _plugin_class(name: str) -> Any:
-    if name.startswith(WEBSOCKIFY_MODULE) and name[len(WEBSOCKIFY_MODULE) :] in BUILTINS:
-        name = name[len(WEBSOCKIFY_MODULE) :]
-    if name in BUILTINS:
-        module_name, extra = BUILTINS[name]
-        attribute = name
-    elif "." in name.strip(".") and " " not in name:
-        module_name, _, attribute = name.rpartition(".")
-        extra = None
-    else:
-        raise ConfigError(
-            f"unknown token plug-in {name!r}",
-            source="command line",
-            key="token_plugin",
-            expected=EXPECTED_NAME,
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        needs = f"; pip install wsproxy[{extra}]" if extra else ""
-        raise ConfigError(
-            f"cannot load token plug-in {name}: {exc}{needs}",
-            source="command line",
-            key="token_plugin",
-            expected=EXPECTED_NAME if not extra else f"the {extra} extra installed",
-        ) from None
-    except Exception as exc:  # the user's module failed while it was imported
-        raise ConfigError(
-            f"cannot load token plug-in {name}: {type(exc).__name__}: {exc}",
-            source="command line",
-            key="token_plugin",
-            expected="a module that imports",
-        ) from None
-    cls = getattr(module, attribute, None)
-    if not callable(cls):
-        raise ConfigError(
-            f"module {module_name} has no class {attribute}",
-            source="command line",
-            key="token_plugin",
-            expected=EXPECTED_NAME,
-        )
-    return cls
 
 
 class PluginLookup:
@@ -130,7 +68,7 @@ class PluginLookup:
         self.name = name
         self.host_token = host_token
         self.timeout = timeout
-        self._pool: ThreadPool | None = None  # made on first use: after a daemon's or worker's fork
+        self.pool = OffHub(LOOKUP_THREADS)
 
     def find(self, request: Request) -> Target:
         token = token_of(request, host_token=self.host_token)
@@ -138,17 +76,10 @@ class PluginLookup:
             where = "a Host header" if self.host_token else "?token=NAME in the URL"
             raise HandshakeError(HTTPStatus.BAD_REQUEST, f"missing token (send {where})")
         shown = repr(token[:64])
-        if self._pool is None:
-            self._pool = ThreadPool(LOOKUP_THREADS)
-        # One deadline for both waits: for a free thread (spawn blocks while all are busy)
-        # and for the answer.
-        deadline = gevent.Timeout(self.timeout)
-        deadline.start()
         try:
-            result = self._pool.spawn(self.plugin.lookup, token).get()
-        except gevent.Timeout as exc:
-            if exc is not deadline:
-                raise
+            # One deadline for both waits: for a free thread and for the answer.
+            result = self.pool.call(self.timeout, self.plugin.lookup, token)
+        except TimedOut:
             log.error(
                 "token lookup timed out plugin=%s token=%s after=%gs",
                 self.name,
@@ -167,8 +98,6 @@ class PluginLookup:
                 exc,
             )
             raise HandshakeError(HTTPStatus.BAD_GATEWAY, "token lookup failed") from None
-        finally:
-            deadline.close()
         try:
             target = as_target(result)
         except ValueError as exc:
