@@ -72,7 +72,7 @@ def target(ca: trustme.CA) -> Iterator[TLSTarget]:
     server.close()
 
 
-def ws_echo(port: int, data: bytes) -> bytes:
+def echo_by_websocket_client(port: int, data: bytes) -> bytes:
     ws = websocket.create_connection(f"ws://127.0.0.1:{port}/", subprotocols=["binary"], timeout=5)
     try:
         ws.send_binary(data)
@@ -98,7 +98,7 @@ def test_ssl_target_sends_the_host_name_and_checks_it_against_target_cafile(
     proc = run_proxy(
         ["127.0.0.1:0", f"localhost:{target.port}", "--ssl-target", "--target-cafile", ca_file]
     )
-    assert ws_echo(proc.port, b"hello") == b"ok:hello"
+    assert echo_by_websocket_client(proc.port, b"hello") == b"ok:hello"
     assert target.names == ["localhost"]  # SNI is the target's host name
     assert target.versions == ["TLSv1.3"]
 
@@ -111,7 +111,8 @@ def test_ssl_target_uses_the_system_cas_by_default(
         ["127.0.0.1:0", f"127.0.0.1:{target.port}", "--ssl-target"],
         env={"SSL_CERT_FILE": ca_file, "SSL_CERT_DIR": "/nonexistent"},
     )
-    assert ws_echo(trusting.port, b"by ip") == b"ok:by ip"  # the certificate names 127.0.0.1
+    # The certificate names 127.0.0.1 too.
+    assert echo_by_websocket_client(trusting.port, b"by ip") == b"ok:by ip"
     assert target.names == [None]  # no SNI for an IP address
     # The real system store does not know the test CA: 502 with the reason, logged too.
     plain = run_proxy(["127.0.0.1:0", f"localhost:{target.port}", "--ssl-target"])
@@ -133,7 +134,7 @@ def test_a_certificate_for_another_name_is_502(
         assert status == 502
         assert b"Hostname mismatch" in body
         with pytest.raises(websocket.WebSocketBadStatusException) as exc_info:
-            ws_echo(proc.port, b"x")
+            echo_by_websocket_client(proc.port, b"x")
         assert exc_info.value.status_code == 502
     finally:
         other.close()
@@ -146,7 +147,7 @@ def test_target_insecure_skips_the_check_and_warns_at_start(
         ["127.0.0.1:0", f"localhost:{target.port}", "--ssl-target", "--target-insecure"]
     )
     proc.wait_log(r"WARNING .*target_insecure: the target's TLS certificate is not checked")
-    assert ws_echo(proc.port, b"unchecked") == b"ok:unchecked"
+    assert echo_by_websocket_client(proc.port, b"unchecked") == b"ok:unchecked"
 
 
 def test_a_target_that_does_not_speak_tls_is_502(
