@@ -65,6 +65,11 @@ class NullMetrics:
     ) -> None:
         pass
 
+    def deflate_closed(
+        self, wire_in: int, wire_out: int, message_in: int, message_out: int
+    ) -> None:
+        pass
+
     def handshake_failed(self, reason: str) -> None:
         pass
 
@@ -105,6 +110,19 @@ class Metrics(NullMetrics):
             ["direction"],
             registry=registry,
         )
+        # permessage-deflate sessions only: wire / message is their compression ratio.
+        self.deflate_wire_bytes = prom.Counter(
+            "wsproxy_deflate_wire_bytes",
+            "Bytes on the wire of permessage-deflate sessions (frames, compressed)",
+            ["direction"],
+            registry=registry,
+        )
+        self.deflate_message_bytes = prom.Counter(
+            "wsproxy_deflate_message_bytes",
+            "Message bytes of permessage-deflate sessions (inflated)",
+            ["direction"],
+            registry=registry,
+        )
         self.handshake_failures = prom.Counter(
             "wsproxy_handshake_failures",
             "Requests refused before relaying, by HTTP status (or timeout)",
@@ -138,6 +156,14 @@ class Metrics(NullMetrics):
         self.sessions.labels(protocol, by, close_code_label(code)).inc()
         self.bytes.labels("in").inc(bytes_in)
         self.bytes.labels("out").inc(bytes_out)
+
+    def deflate_closed(
+        self, wire_in: int, wire_out: int, message_in: int, message_out: int
+    ) -> None:
+        self.deflate_wire_bytes.labels("in").inc(wire_in)
+        self.deflate_wire_bytes.labels("out").inc(wire_out)
+        self.deflate_message_bytes.labels("in").inc(message_in)
+        self.deflate_message_bytes.labels("out").inc(message_out)
 
     def handshake_failed(self, reason: str) -> None:
         self.handshake_failures.labels(reason).inc()

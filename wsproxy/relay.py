@@ -19,6 +19,10 @@ client as one buffer straight from the scratch (only a part the socket cannot ta
 copied out). A read that filled at least ``DRAIN_FROM`` bytes may have more behind it: the pump
 reads on without waiting before it frames, so a target writing in small pieces does not cost a
 frame and a syscall per piece, while a lone small write goes out at once.
+
+A permessage-deflate codec returns at most 256 KiB of inflated payload per decode and says there
+is more (``Decoded.more``): the client pump writes that, yields, and asks again before it reads,
+so a small compressed read never becomes a large buffer.
 """
 
 from __future__ import annotations
@@ -181,9 +185,10 @@ class Relay:
         view = memoryview(buf)
         recv_into = self.client.recv_into
         data: memoryview = memoryview(pending)
+        more = False  # the codec has output left from the last input (deflate's bounded pieces)
         try:
             while True:
-                if data:
+                if data or more:
                     decoded = codec.decode(data)
                     payloads = decoded.to_target
                     if self._closing:
@@ -210,6 +215,11 @@ class Relay:
                         code, reason = decoded.close
                         self._end("client", code, reason)  # echoed, unless it answers ours
                         return
+                    more = decoded.more
+                    if more:  # a long inflated message: let the other sessions run between pieces
+                        gevent.sleep(0)
+                        data = _NOTHING
+                        continue
                 n = recv_into(buf)
                 if not n:
                     self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
@@ -324,6 +334,9 @@ class Relay:
         if not self._deadline:
             return self.close_timeout
         return max(self._deadline - time.monotonic(), 0.0)
+
+
+_NOTHING = memoryview(b"")
 
 
 class _Closing(Exception):

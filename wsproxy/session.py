@@ -23,8 +23,8 @@ from wsproxy import realip
 from wsproxy.context import Context
 from wsproxy.errors import ClientGone, CloseCode, HandshakeError, HandshakeTimeout
 from wsproxy.logs import logfmt
-from wsproxy.protocol import handshake, hixie
-from wsproxy.protocol.codec import make_codec
+from wsproxy.protocol import deflate, handshake, hixie
+from wsproxy.protocol.codec import DeflateCodec, make_codec
 from wsproxy.protocol.forwarded import forwarded_client
 from wsproxy.protocol.handshake import Kind, Request
 from wsproxy.relay import Outcome, Relay
@@ -166,14 +166,22 @@ class Session:
                 (("Sec-WebSocket-Version", "13"),),
             )
         handshake.check_origin(request, self.settings.origins)
+        agreement = None
         if kind is Kind.RFC6455:
-            response, subprotocol = handshake.accept_rfc6455(request)
+            if self.settings.permessage_deflate:
+                agreement = deflate.negotiate(
+                    request.header("Sec-WebSocket-Extensions"),
+                    self.settings.deflate_max_window_bits,
+                )
+            response, subprotocol = handshake.accept_rfc6455(
+                request, extensions=agreement.response if agreement else None
+            )
         elif kind is Kind.HIXIE76:
             key3, rest = self.read_exactly(rest, hixie.KEY3_BYTES, "key3")
             response, subprotocol = hixie.hixie76_response(request, key3, secure=self.secure)
         else:
             response, subprotocol = hixie.hixie75_response(request, secure=self.secure)
-        self.proxy(kind.value, subprotocol, response, rest, request)
+        self.proxy(kind.value, subprotocol, response, rest, request, agreement)
 
     def serve_http(self, request: Request, rest: bytes) -> None:
         """A plain HTTP request: the web server's if ``web`` is set, else a short refusal."""
@@ -190,9 +198,16 @@ class Session:
         )
 
     def proxy(
-        self, protocol: str, subprotocol: str | None, response: bytes, rest: bytes, request: Request
+        self,
+        protocol: str,
+        subprotocol: str | None,
+        response: bytes,
+        rest: bytes,
+        request: Request,
+        agreement: deflate.Agreement | None = None,
     ) -> None:
-        """Connect the target, accept the client, relay, log."""
+        """Connect the target, accept the client, relay, log; ``agreement`` is the
+        permessage-deflate one, if negotiated."""
         connecting = time.monotonic()
         auth = self.context.auth
         check = None if auth is None else partial(auth.check, self, request)
@@ -204,7 +219,7 @@ class Session:
             if self._stopping:
                 raise HandshakeError(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
             self.sock.sendall(response)
-            codec = make_codec(protocol, subprotocol)
+            codec = make_codec(protocol, subprotocol, agreement, self.settings.max_message_size)
             recordings = self.context.recordings
             recorder = recordings.open(self.peer, self.started) if recordings else None
             hook = TrafficTrace(recorder) if self.settings.traffic else recorder
@@ -232,6 +247,10 @@ class Session:
                 self.context.metrics.session_closed(
                     protocol, ended.by, ended.code, relay.bytes_in, relay.bytes_out
                 )
+                if isinstance(codec, DeflateCodec):
+                    self.context.metrics.deflate_closed(
+                        codec.wire_in, codec.wire_out, codec.message_in, codec.message_out
+                    )
         finally:
             target_sock.close()
             if recorder is not None:

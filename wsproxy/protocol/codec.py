@@ -7,14 +7,27 @@ never looks inside; each protocol and subprotocol is one small class here.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from wsproxy.errors import CloseCode
+from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol import hixie, rfc6455
+from wsproxy.protocol.deflate import Agreement, Deflater, Inflater
 from wsproxy.protocol.rfc6455 import Opcode
 
-__all__ = ["Base64Codec", "BinaryCodec", "Codec", "Decoded", "HixieCodec", "make_codec"]
+__all__ = [
+    "DECODE_BUDGET",
+    "Base64Codec",
+    "BinaryCodec",
+    "Codec",
+    "Decoded",
+    "DeflateCodec",
+    "HixieCodec",
+    "make_codec",
+]
+
+DECODE_BUDGET = 256 * 1024  # inflated bytes one decode() call returns at most (deflate)
 
 
 @dataclass(slots=True)
@@ -23,11 +36,14 @@ class Decoded:
 
     ``to_target``: payload bytes in order. ``to_client``: frames to send back (pongs).
     ``close``: the client's close code and reason, once it sent its close frame.
+    ``more``: the codec holds more output for this input (a deflate session inflates at most
+    :data:`DECODE_BUDGET` per call): call ``decode`` again, with nothing, before reading on.
     """
 
     to_target: list[bytes]
     to_client: list[bytes]
     close: tuple[int, str] | None = None
+    more: bool = False
 
 
 class Codec(Protocol):
@@ -87,8 +103,13 @@ class BinaryCodec:
         return rfc6455.frame_header(self.opcode, len(data)) + data
 
     def close_frame(self, code: int, reason: str = "") -> bytes:
-        body = rfc6455.encode_close(None if code == CloseCode.NO_STATUS else code, reason)
-        return rfc6455.encode_frame(Opcode.CLOSE, body)
+        return _close_frame(code, reason)
+
+
+def _close_frame(code: int, reason: str) -> bytes:
+    """An RFC 6455 close frame (1005, "no status", is the empty body)."""
+    body = rfc6455.encode_close(None if code == CloseCode.NO_STATUS else code, reason)
+    return rfc6455.encode_frame(Opcode.CLOSE, body)
 
 
 class Base64Codec(BinaryCodec):
@@ -107,6 +128,99 @@ class Base64Codec(BinaryCodec):
     def encode(self, data: memoryview) -> bytes:
         header = rfc6455.frame_header(Opcode.TEXT, (len(data) + 2) // 3 * 4)
         return rfc6455.b64encode(data, header)
+
+
+class DeflateCodec:
+    """RFC 6455 with permessage-deflate (RFC 7692), for the ``binary``, ``base64`` or no
+    subprotocol: each message to the client is compressed (RSV1), each compressed message from
+    it inflated in bounded pieces. It counts the bytes on the wire and the messages' bytes."""
+
+    protocol = "rfc6455"
+
+    def __init__(
+        self, subprotocol: str | None, agreement: Agreement, max_message_size: int = 0
+    ) -> None:
+        self.subprotocol = subprotocol
+        self._base64 = rfc6455.Base64Decoder() if subprotocol == "base64" else None
+        self._opcode = Opcode.TEXT if self._base64 else Opcode.BINARY
+        self._parser = rfc6455.FrameParser(deflate=True)
+        self._deflater = Deflater(agreement.server_bits, agreement.server_no_context_takeover)
+        self._inflater = Inflater(
+            agreement.client_bits, agreement.client_no_context_takeover, max_message_size
+        )
+        self.max_message_size = max_message_size
+        self._fin = False  # the compressed piece being inflated is its message's last
+        self._events: deque[rfc6455.Event] = deque()  # parsed, not handled yet (over budget)
+        self._size = 0  # bytes of the current uncompressed message
+        self.wire_in = self.wire_out = 0  # frame bytes, as they cross the network
+        self.message_in = self.message_out = 0  # message bytes, inflated
+
+    def decode(self, data: memoryview) -> Decoded:
+        self.wire_in += len(data)
+        out = Decoded([], [])
+        events = self._events
+        if data:
+            events.extend(self._parser.feed(data))
+        inflater = self._inflater
+        budget = DECODE_BUDGET
+        while True:
+            if inflater.more:
+                piece = inflater.pull(budget)
+                budget -= len(piece)
+                self._deliver(out, piece, not inflater.more and self._fin)
+                if budget <= 0 and (inflater.more or events):
+                    out.more = True
+                    return out
+                continue
+            if not events:
+                return out
+            event = events.popleft()
+            if type(event) is rfc6455.Data:
+                if event.compressed:
+                    self._fin = event.fin
+                    inflater.push(event.payload, event.fin)
+                    if not inflater.more and event.fin:
+                        self._deliver(out, b"", True)
+                else:
+                    self._count(len(event.payload), event.fin)
+                    self._deliver(out, event.payload, event.fin)
+            elif type(event) is rfc6455.Ping:
+                pong = rfc6455.encode_frame(Opcode.PONG, event.payload)
+                self.wire_out += len(pong)
+                out.to_client.append(pong)
+            elif type(event) is rfc6455.Close:
+                out.close = (event.code, event.reason)
+                events.clear()
+                return out
+
+    def _count(self, size: int, fin: bool) -> None:
+        """max_message_size for a message the client did not compress."""
+        self._size += size
+        if self.max_message_size and self._size > self.max_message_size:
+            raise ProtocolError(
+                f"message over {self.max_message_size} bytes", CloseCode.MESSAGE_TOO_BIG
+            )
+        if fin:
+            self._size = 0
+
+    def _deliver(self, out: Decoded, piece: bytes, fin: bool) -> None:
+        self.message_in += len(piece)
+        if self._base64 is not None:
+            piece = self._base64.decode(piece, fin)
+        if piece:
+            out.to_target.append(piece)
+
+    def encode(self, data: memoryview) -> bytes:
+        message = rfc6455.b64encode(data) if self._base64 is not None else data
+        body = self._deflater.compress(message)
+        header = rfc6455.frame_header(self._opcode, len(body))
+        frame = bytes((header[0] | 0x40,)) + header[1:] + body  # RSV1: compressed
+        self.message_out += len(message)
+        self.wire_out += len(frame)
+        return frame
+
+    def close_frame(self, code: int, reason: str = "") -> bytes:
+        return _close_frame(code, reason)
 
 
 class HixieCodec:
@@ -138,9 +252,17 @@ class HixieCodec:
         return hixie.CLOSE_FRAME
 
 
-def make_codec(protocol: str, subprotocol: str | None) -> Codec:
+def make_codec(
+    protocol: str,
+    subprotocol: str | None,
+    deflate: Agreement | None = None,
+    max_message_size: int = 0,
+) -> Codec:
+    """The codec of a session; ``deflate`` is the permessage-deflate agreement (RFC 6455 only)."""
     if protocol.startswith("hixie"):
         return HixieCodec(protocol, subprotocol)
+    if deflate is not None:
+        return DeflateCodec(subprotocol, deflate, max_message_size)
     if subprotocol == "base64":
         return Base64Codec(subprotocol)
     return BinaryCodec(subprotocol)

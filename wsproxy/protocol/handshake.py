@@ -172,12 +172,13 @@ def _check_upgrade(request: Request) -> None:
 
 
 def accept_rfc6455(
-    request: Request, subprotocols: tuple[str, ...] = SUBPROTOCOLS
+    request: Request, subprotocols: tuple[str, ...] = SUBPROTOCOLS, extensions: str | None = None
 ) -> tuple[bytes, str | None]:
     """Validate an RFC 6455 upgrade; returns the ``101`` response and the chosen subprotocol.
 
     The subprotocol is the first of ``subprotocols`` the client offered, or None (the client
     offered none we speak: the payload is then raw binary, as with no subprotocol).
+    ``extensions`` is the ``Sec-WebSocket-Extensions`` answer, if any was agreed.
     """
     _check_upgrade(request)
     version = request.header("Sec-WebSocket-Version")
@@ -210,6 +211,8 @@ def accept_rfc6455(
     ]
     if chosen:
         lines.append(f"Sec-WebSocket-Protocol: {chosen}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii"), chosen
 
 

@@ -67,12 +67,14 @@ class Data:
     """A piece of a data message, in arrival order.
 
     ``text`` says whether the message began as a text frame; ``fin`` is true on the last piece of
-    the message (the piece may be empty).
+    the message (the piece may be empty). ``compressed``: its first frame had RSV1 set, which
+    only a parser for a permessage-deflate session allows.
     """
 
     payload: bytes
     text: bool
     fin: bool
+    compressed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +214,13 @@ class FrameParser:
     Args:
         require_mask: a server requires masked frames from clients (section 5.1); a client
             parser sets this to False and then refuses masked frames instead.
+        deflate: permessage-deflate was negotiated: RSV1 on the first frame of a data message
+            marks it compressed (RFC 7692 section 6), and is still refused anywhere else.
     """
 
-    def __init__(self, *, require_mask: bool = True) -> None:
+    def __init__(self, *, require_mask: bool = True, deflate: bool = False) -> None:
         self.require_mask = require_mask
+        self.deflate = deflate
         self._header = bytearray()  # a header split across reads; never more than 14 bytes
         self._remaining = -1  # payload bytes left in the current frame; -1 = reading a header
         self._opcode = 0
@@ -225,6 +230,7 @@ class FrameParser:
         self._control = bytearray()
         self._in_message = False  # inside a fragmented data message
         self._text = False
+        self._compressed = False
         self.closed = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
@@ -261,7 +267,7 @@ class FrameParser:
                 payload = bytes(chunk)
             if self._opcode in _DATA_OPCODES:
                 fin = self._remaining == 0 and self._fin
-                events.append(Data(payload, self._text, fin))
+                events.append(Data(payload, self._text, fin, self._compressed))
                 if self._remaining == 0:
                     self._remaining = -1
                     if fin:
@@ -319,7 +325,8 @@ class FrameParser:
         return size - start
 
     def _start_frame(self, b0: int, length: int, mask: bytes | None) -> None:
-        if b0 & 0x70:
+        rsv = b0 & 0x70
+        if rsv and (rsv != 0x40 or not self.deflate):
             raise ProtocolError("reserved bits set without a negotiated extension")
         opcode = b0 & 0x0F
         fin = bool(b0 & 0x80)
@@ -334,13 +341,18 @@ class FrameParser:
                 raise ProtocolError("fragmented control frame")
             if length > MAX_CONTROL_PAYLOAD:
                 raise ProtocolError("control frame payload over 125 bytes")
+            if rsv:
+                raise ProtocolError("RSV1 set on a control frame")
         elif opcode == Opcode.CONTINUATION:
             if not self._in_message:
                 raise ProtocolError("continuation frame outside a fragmented message")
+            if rsv:
+                raise ProtocolError("RSV1 set on a continuation frame")
         else:
             if self._in_message:
                 raise ProtocolError("new data frame inside a fragmented message")
             self._text = opcode == Opcode.TEXT
+            self._compressed = rsv != 0
             self._in_message = True
         self._opcode = opcode
         self._fin = fin
@@ -355,7 +367,7 @@ class FrameParser:
         if opcode in _DATA_OPCODES:
             if self._fin:
                 self._in_message = False
-            return Data(b"", self._text, self._fin)
+            return Data(b"", self._text, self._fin, self._compressed)
         if opcode == Opcode.PING:
             return Ping(payload)
         if opcode == Opcode.PONG:
