@@ -173,3 +173,63 @@ def test_demo_page_echoes_a_typed_line(browser: Chromium, run_proxy, line_servic
     browser.wait_for(page, f"{screen}.includes('echo: hello through the browser')")
     proxy.wait_log(r"open peer=\S+ proto=rfc6455 sub=binary")
     browser.close_page(page)
+
+
+# Runs in the page: one WebSocket with permessage-deflate; each payload goes out as one message
+# and is collected back (the echo target may split it), byte-exact; returns the extension agreed.
+DEFLATE_JS = """
+(async (payloads) => {
+  const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const ws = new WebSocket("ws://" + location.host + "/", ["binary"]);
+  ws.binaryType = "arraybuffer";
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error("WebSocket failed to open"));
+  });
+  let wanted = null, got = [], size = 0, done = null;
+  ws.onmessage = (event) => {
+    const part = new Uint8Array(event.data);
+    got.push(part);
+    size += part.length;
+    if (size >= wanted.length) done();
+  };
+  ws.onclose = (event) => { throw new Error("closed early: " + event.code); };
+  const bad = [];
+  for (const [i, b64] of payloads.entries()) {
+    wanted = bytes(b64); got = []; size = 0;
+    const back = new Promise((resolve) => { done = resolve; });
+    ws.send(wanted);
+    await back;
+    const all = new Uint8Array(size);
+    let offset = 0;
+    for (const p of got) { all.set(p, offset); offset += p.length; }
+    if (all.length !== wanted.length || all.some((b, j) => b !== wanted[j])) bad.push(i);
+  }
+  const extensions = ws.extensions;
+  ws.onclose = null;
+  ws.close(1000);
+  return { extensions: extensions, bad: bad };
+})(PAYLOADS)
+"""
+
+
+def test_chromium_negotiates_permessage_deflate(
+    browser: Chromium,
+    run_proxy,
+    echo_server,  # type: ignore[no-untyped-def]
+) -> None:
+    proxy = run_proxy(
+        ["--permessage-deflate", "--web", str(ROOT / "web"), "127.0.0.1:0", echo_server.address]
+    )
+    page = browser.open_page(f"http://127.0.0.1:{proxy.port}/")
+    text = b"".join(b"%06d $ tail -f /var/log/syslog\r\n" % i for i in range(40000))[: 1 << 20]
+    payloads = [text, os.urandom(256 * 1024)] + [os.urandom(n) for n in range(1, 51)]
+    encoded = json.dumps([base64.b64encode(p).decode() for p in payloads])
+    result = browser.evaluate(page, DEFLATE_JS.replace("PAYLOADS", encoded))
+    assert result["bad"] == []
+    # Chromium offers "permessage-deflate; client_max_window_bits"; both windows get the cap.
+    assert result["extensions"] == (
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    )
+    proxy.wait_log(r"closed peer=\S+ proto=rfc6455 sub=binary .* code=1000")
+    browser.close_page(page)

@@ -12,9 +12,15 @@ from wsproxy.protocol.rfc6455 import Close, Data, FrameParser, Opcode, encode_fr
 
 
 class RawClient:
-    def __init__(self, port: int, *, protocols: str | None = "binary", timeout: float = 5) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        protocols: str | None = "binary",
+        extensions: str | None = None,
+        timeout: float = 5,
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.parser = FrameParser(require_mask=False)
         self.pending: list = []
         key = base64.b64encode(os.urandom(16)).decode()
         head = (
@@ -23,9 +29,14 @@ class RawClient:
         )
         if protocols:
             head += f"Sec-WebSocket-Protocol: {protocols}\r\n"
+        if extensions:
+            head += f"Sec-WebSocket-Extensions: {extensions}\r\n"
         self.sock.sendall((head + "\r\n").encode())
         self.status, self.headers, rest = read_http_head(self.sock)
         assert self.status == 101, self.status
+        # With permessage-deflate agreed, RSV1 marks the server's compressed messages.
+        deflate = "permessage-deflate" in self.headers.get("sec-websocket-extensions", "")
+        self.parser = FrameParser(require_mask=False, deflate=deflate)
         self.initial = rest  # the raw bytes that came with the answer, for byte-level checks
         self.pending += self.parser.feed(rest)
 
