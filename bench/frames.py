@@ -41,7 +41,9 @@ def close_frame(code: int = 1000) -> bytes:
     return client_frame(struct.pack("!H", code), CLOSE)
 
 
-def handshake_request(host: str, port: int, subprotocol: str | None = None) -> bytes:
+def handshake_request(
+    host: str, port: int, subprotocol: str | None = None, extensions: str | None = None
+) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         "GET / HTTP/1.1",
@@ -53,6 +55,8 @@ def handshake_request(host: str, port: int, subprotocol: str | None = None) -> b
     ]
     if subprotocol:
         lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 

@@ -18,10 +18,13 @@ import socket
 import ssl
 import sys
 import time
+import zlib
 from typing import Any
 
 from bench.frames import BINARY, TEXT, FrameCounter, client_frame, close_frame, handshake_request
+from wsproxy.protocol.rfc6455 import Data, FrameParser
 
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"  # what Chromium offers
 BATCH = 256 * 1024  # bytes handed to one sendall
 READ = 1 << 20
 TIMEOUT = 10.0
@@ -47,8 +50,12 @@ class Conn:
             sock = ctx.wrap_socket(sock)
         self.sock = sock
         self.rest = b""
+        self.deflate_bits = 0  # the server's window if permessage-deflate was agreed
         if self.ws:
-            sock.sendall(handshake_request("127.0.0.1", spec["port"], spec.get("subprotocol")))
+            offer = DEFLATE_OFFER if spec.get("deflate") else None
+            sock.sendall(
+                handshake_request("127.0.0.1", spec["port"], spec.get("subprotocol"), offer)
+            )
             head = b""
             while b"\r\n\r\n" not in head:
                 chunk = sock.recv(4096)
@@ -58,6 +65,7 @@ class Conn:
             head, _, self.rest = head.partition(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 101"):
                 raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+            self.deflate_bits = _agreed_window(head)
         self.counter = FrameCounter()
 
     def message(self, payload: bytes) -> bytes:
@@ -95,6 +103,19 @@ class Conn:
         except OSError:
             pass
         self.sock.close()
+
+
+def _agreed_window(head: bytes) -> int:
+    """The server's window bits if the answer agreed to permessage-deflate, else 0."""
+    for line in head.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "sec-websocket-extensions" and "permessage-deflate" in value:
+            for param in value.split(";"):
+                key, _, bits = param.strip().partition("=")
+                if key == "server_max_window_bits":
+                    return int(bits)
+            return 15
+    return 0
 
 
 def _cpu() -> float:
@@ -155,6 +176,59 @@ def download(spec: dict[str, Any]) -> dict[str, Any]:
     cpu = (_cpu() - c0) / (t1 - t0)
     conn.sock.close()
     return {"bytes": got, "frames": frames if conn.ws else None, "secs": t1 - t0, "client_cpu": cpu}
+
+
+def stream(spec: dict[str, Any]) -> dict[str, Any]:
+    """Read a replayed stream for ``secs``: bytes on the wire and payload bytes (inflated when
+    the proxy compresses)."""
+    conn = Conn(spec)
+    buf = bytearray(READ)
+    view = memoryview(buf)
+    recv_into = conn.sock.recv_into
+    if conn.deflate_bits:
+        parser = FrameParser(require_mask=False, deflate=True)
+        inflater = zlib.decompressobj(-conn.deflate_bits)
+
+        def payload_of(data: memoryview) -> int:
+            n = 0
+            for event in parser.feed(data):
+                if type(event) is Data:
+                    if event.compressed:
+                        n += len(inflater.decompress(event.payload))
+                        if event.fin:
+                            n += len(inflater.decompress(b"\x00\x00\xff\xff"))
+                    else:
+                        n += len(event.payload)
+            return n
+    elif conn.ws:
+        counter = conn.counter
+
+        def payload_of(data: memoryview) -> int:
+            before = counter.payload
+            counter.feed(data)
+            return counter.payload - before
+    else:
+
+        def payload_of(data: memoryview) -> int:
+            return len(data)
+
+    payload_of(memoryview(conn.rest))
+    warm = time.monotonic() + spec.get("warmup", 0.3)
+    while time.monotonic() < warm:
+        payload_of(view[: recv_into(buf)])
+    wire = payload = 0
+    c0, t0 = _cpu(), time.monotonic()
+    deadline = t0 + spec["secs"]
+    while time.monotonic() < deadline:
+        n = recv_into(buf)
+        if not n:
+            break
+        wire += n
+        payload += payload_of(view[:n])
+    t1 = time.monotonic()
+    cpu = (_cpu() - c0) / (t1 - t0)
+    conn.sock.close()
+    return {"payload": payload, "wire": wire, "secs": t1 - t0, "client_cpu": cpu}
 
 
 def _percentiles(lat: list[float]) -> dict[str, float]:
@@ -329,7 +403,9 @@ def overload(spec: dict[str, Any]) -> dict[str, Any]:
     return {"offered": offered * size // len(one), "secs": t1 - t0, "client_cpu": cpu}
 
 
-SCENARIOS = {f.__name__: f for f in (upload, download, echo, concurrent, connrate, idle, overload)}
+SCENARIOS = {
+    f.__name__: f for f in (upload, download, stream, echo, concurrent, connrate, idle, overload)
+}
 
 
 def main() -> None:

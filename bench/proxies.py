@@ -98,7 +98,14 @@ class Proxy:
         self.proc.wait(timeout=10)
 
 
-def start(kind: str, target: int, *, tls: tuple[str, str] | None = None, workers: int = 0) -> Proxy:
+def start(
+    kind: str,
+    target: int,
+    *,
+    tls: tuple[str, str] | None = None,
+    workers: int = 0,
+    deflate: bool = False,
+) -> Proxy:
     """A proxy of ``kind`` on a fresh loopback port in front of ``127.0.0.1:target``."""
     port = _free_port()
     env = dict(os.environ)
@@ -131,6 +138,8 @@ def start(kind: str, target: int, *, tls: tuple[str, str] | None = None, workers
             argv += ["--cert", tls[0], "--key", tls[1]]
         if workers:
             argv += ["--workers", str(workers)]
+        if deflate:
+            argv += ["--permessage-deflate"]
         argv += [str(port), f"127.0.0.1:{target}"]  # a bare port, as users start it
     else:
         raise ValueError(kind)

@@ -251,6 +251,14 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# The compression scenarios (bench/streams.py), each run with and without a deflate offer.
+STREAMS = (
+    ("terminal", "terminal stream"),
+    ("vnc-raw", "VNC recording, Raw"),
+    ("vnc-zlib", "VNC recording, zlib"),
+)
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """The headline figures as a Markdown table (for the README)."""
     r = doc["results"]
@@ -284,6 +292,13 @@ def markdown(doc: dict[str, Any]) -> str:
         ("overload: delivered", "overload", "delivered_MB/s", "MB/s"),
         ("overload: peak memory growth", "overload", "peak_growth_MiB", "MiB"),
     ]
+    for stream, label in STREAMS:
+        for suffix, how in (("", ""), ("-deflate", ", deflate offered")):
+            rows += [
+                (f"{label}{how}", f"{stream}{suffix}", "MB/s", "MB/s"),
+                (f"{label}{how}: wire bytes", f"{stream}{suffix}", "wire/payload", "per payload"),
+                (f"{label}{how}: proxy CPU", f"{stream}{suffix}", "cpu_s/GB", "s per GB"),
+            ]
     out = [
         "| scenario | unit | socat | websockify | wsproxy | wsproxy/socat | wsproxy/websockify |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",

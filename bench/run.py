@@ -36,9 +36,9 @@ MiB = 1 << 20
 class Services:
     """The target services process (:mod:`bench.services`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, recordings: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.services"],
+            [sys.executable, "-m", "bench.services", str(recordings)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -77,14 +77,26 @@ class Context:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
         self.secs = 1.0 if quick else 3.0
-        self.services = Services()
         self.tmp = tempfile.TemporaryDirectory(prefix="wsproxy-bench-")
+        self.services = Services(_make_recordings(Path(self.tmp.name)))
         self.tls = _make_cert(Path(self.tmp.name))
         self.wsproxy_tls = proxies.has_option("--cert")
         self.wsproxy_workers = proxies.has_option("--workers")
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
         self.fd_limit = hard
+
+
+def _make_recordings(folder: Path) -> Path:
+    """The streams the compression scenarios replay (:mod:`bench.streams`), as recordings."""
+    from bench import streams
+
+    folder = folder / "recordings"
+    folder.mkdir()
+    streams.write_recording(folder / "terminal.js", streams.terminal())
+    streams.write_recording(folder / "vnc-raw.js", streams.vnc("raw"))
+    streams.write_recording(folder / "vnc-zlib.js", streams.vnc("zlib"))
+    return folder
 
 
 def _make_cert(folder: Path) -> tuple[str, str]:
@@ -170,6 +182,24 @@ def download(size: int, **extra: Any) -> Callable[[Context, Proxy], dict[str, An
         }
 
     return run
+
+
+def stream(ctx: Context, proxy: Proxy, deflate: bool) -> dict[str, Any]:
+    """A replayed recording downloaded as fast as it goes: bytes on the wire per payload byte,
+    payload throughput and what it cost the proxy."""
+    out = _measured(proxy, lambda: _load(_spec(proxy, "stream", secs=ctx.secs, deflate=deflate)))
+    payload_gb = out["payload"] / 1e9
+    return {
+        "MB/s": out["payload"] / out["secs"] / 1e6,
+        "wire/payload": out["wire"] / out["payload"] if out["payload"] else None,
+        "cpu_s/GB": out["proxy_cpu"] * out["secs"] / payload_gb if payload_gb else None,
+        "client_cpu": out["client_cpu"],
+        "proxy_cpu": out["proxy_cpu"],
+    }
+
+
+def replay(deflate: bool) -> Callable[[Context, Proxy], dict[str, Any]]:
+    return lambda ctx, proxy: stream(ctx, proxy, deflate)
 
 
 def echo(ctx: Context, proxy: Proxy) -> dict[str, Any]:
@@ -292,6 +322,14 @@ SCENARIOS: list[
     ("idle-1000", idle(1000), "echo", ("websockify", "wsproxy"), {}),
     ("idle-10000", idle(10000), "echo", ("wsproxy",), {}),
     ("overload", overload, "slow", PROXIES, {}),
+    # Compression (permessage-deflate): the client offers it as Chromium does in the -deflate
+    # rows, where wsproxy runs with --permessage-deflate (websockify never agrees to it).
+    ("terminal", replay(False), "terminal", PROXIES, {}),
+    ("terminal-deflate", replay(True), "terminal", ("websockify", "wsproxy"), {"deflate": True}),
+    ("vnc-raw", replay(False), "vnc-raw", PROXIES, {}),
+    ("vnc-raw-deflate", replay(True), "vnc-raw", ("websockify", "wsproxy"), {"deflate": True}),
+    ("vnc-zlib", replay(False), "vnc-zlib", PROXIES, {}),
+    ("vnc-zlib-deflate", replay(True), "vnc-zlib", ("websockify", "wsproxy"), {"deflate": True}),
 ]
 
 
@@ -315,6 +353,7 @@ def run_all(ctx: Context, only: list[str]) -> dict[str, dict[str, Any]]:
                 ctx.services.ports[service],
                 tls=ctx.tls if options.get("tls") else None,
                 workers=options.get("workers", 0),
+                deflate=options.get("deflate", False),
             )
             try:
                 row[kind] = scenario(ctx, proxy)

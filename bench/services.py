@@ -6,6 +6,10 @@
   as fast as the reader takes them; ``echo``: returns every byte (one epoll loop, so 10,000 idle
   connections cost nothing); ``slow``: a sink that drains about 1 MB/s (overload scenario).
 
+``python -m bench.services DIR`` also replays each recording ``DIR/NAME.js`` (websockify's
+format, :mod:`bench.streams`) on a port called NAME: what the recording sent to its client,
+write by write, over and over, as fast as the reader takes it.
+
 On stdin, the line ``stats`` prints the per-connection byte counts of the sinks as JSON
 (``[{"port": p, "bytes": n, "first": t, "last": t}, ...]``) and ``reset`` forgets them.
 """
@@ -86,6 +90,16 @@ def _source(size: int):
     return source
 
 
+def _replay(chunks: list[bytes]):
+    def replay(conn: socket.socket) -> None:
+        send = conn.sendall
+        while True:
+            for chunk in chunks:
+                send(chunk)
+
+    return replay
+
+
 def _echo_loop(sock: socket.socket) -> None:
     sel = selectors.DefaultSelector()
     sock.setblocking(False)
@@ -132,6 +146,15 @@ def main() -> None:
         sock = _listen(SLOW_RCVBUF if name == "slow" else 0)
         ports[name] = sock.getsockname()[1]
         _serve_threads(sock, work)
+    if len(sys.argv) > 1:
+        from pathlib import Path
+
+        from bench.streams import read_recording
+
+        for path in sorted(Path(sys.argv[1]).glob("*.js")):
+            sock = _listen()
+            ports[path.stem] = sock.getsockname()[1]
+            _serve_threads(sock, _replay(read_recording(path)))
     echo = _listen()
     ports["echo"] = echo.getsockname()[1]
     threading.Thread(target=_echo_loop, args=(echo,), daemon=True).start()

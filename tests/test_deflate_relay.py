@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import socket
 import threading
 import time
 import zlib
@@ -273,3 +274,23 @@ def test_close_from_the_client_is_answered_after_compressed_data(
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=5)
         assert info.value.rcvd is not None and info.value.rcvd.code == 4000
+
+
+def test_hixie_never_gets_compression(deflate_proxy: ProxyProcess) -> None:
+    from conftest import read_http_head
+    from test_session import hixie_read
+
+    from wsproxy.protocol.hixie import HixieParser
+    from wsproxy.protocol.hixie import encode_frame as hixie_frame
+
+    with socket.create_connection(("127.0.0.1", deflate_proxy.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n"
+            b"Origin: http://h\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        )
+        status, headers, rest = read_http_head(sock)
+        assert status == 101
+        assert "sec-websocket-extensions" not in headers
+        sock.sendall(hixie_frame(TEXT[:3000]))
+        assert hixie_read(sock, HixieParser(), 3000, rest) == TEXT[:3000]
+    deflate_proxy.wait_log(r"closed .* proto=hixie75 .* in=3000 out=3000")

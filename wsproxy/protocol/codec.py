@@ -176,11 +176,9 @@ class DeflateCodec:
                 return out
             event = events.popleft()
             if type(event) is rfc6455.Data:
-                if event.compressed:
+                if event.compressed:  # inflated by the pulls above (the last piece: a trailer)
                     self._fin = event.fin
                     inflater.push(event.payload, event.fin)
-                    if not inflater.more and event.fin:
-                        self._deliver(out, b"", True)
                 else:
                     self._count(len(event.payload), event.fin)
                     self._deliver(out, event.payload, event.fin)

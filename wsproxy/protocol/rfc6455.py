@@ -326,9 +326,11 @@ class FrameParser:
 
     def _start_frame(self, b0: int, length: int, mask: bytes | None) -> None:
         rsv = b0 & 0x70
+        opcode = b0 & 0x0F
         if rsv and (rsv != 0x40 or not self.deflate):
             raise ProtocolError("reserved bits set without a negotiated extension")
-        opcode = b0 & 0x0F
+        if rsv and not Opcode.CONTINUATION < opcode < Opcode.CLOSE:
+            raise ProtocolError("RSV1 set on a control or continuation frame")
         fin = bool(b0 & 0x80)
         if opcode not in _KNOWN_OPCODES:
             raise ProtocolError(f"unknown opcode {opcode:#x}")
@@ -341,13 +343,9 @@ class FrameParser:
                 raise ProtocolError("fragmented control frame")
             if length > MAX_CONTROL_PAYLOAD:
                 raise ProtocolError("control frame payload over 125 bytes")
-            if rsv:
-                raise ProtocolError("RSV1 set on a control frame")
         elif opcode == Opcode.CONTINUATION:
             if not self._in_message:
                 raise ProtocolError("continuation frame outside a fragmented message")
-            if rsv:
-                raise ProtocolError("RSV1 set on a continuation frame")
         else:
             if self._in_message:
                 raise ProtocolError("new data frame inside a fragmented message")
