@@ -22,7 +22,7 @@ import zlib
 from typing import Any
 
 from bench.frames import BINARY, TEXT, FrameCounter, client_frame, close_frame, handshake_request
-from wsproxy.protocol.rfc6455 import Data, FrameParser
+from wsproxy.protocol.rfc6455 import Compressed, Data, FrameParser
 
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"  # what Chromium offers
 BATCH = 256 * 1024  # bytes handed to one sendall
@@ -192,13 +192,12 @@ def stream(spec: dict[str, Any]) -> dict[str, Any]:
         def payload_of(data: memoryview) -> int:
             n = 0
             for event in parser.feed(data):
-                if type(event) is Data:
-                    if event.compressed:
-                        n += len(inflater.decompress(event.payload))
-                        if event.fin:
-                            n += len(inflater.decompress(b"\x00\x00\xff\xff"))
-                    else:
-                        n += len(event.payload)
+                if type(event) is Compressed:
+                    n += len(inflater.decompress(event.payload))
+                    if event.fin:
+                        n += len(inflater.decompress(b"\x00\x00\xff\xff"))
+                elif type(event) is Data:
+                    n += len(event.payload)
             return n
     elif conn.ws:
         counter = conn.counter

@@ -175,13 +175,12 @@ class DeflateCodec:
             if not events:
                 return out
             event = events.popleft()
-            if type(event) is rfc6455.Data:
-                if event.compressed:  # inflated by the pulls above (the last piece: a trailer)
-                    self._fin = event.fin
-                    inflater.push(event.payload, event.fin)
-                else:
-                    self._count(len(event.payload), event.fin)
-                    self._deliver(out, event.payload, event.fin)
+            if type(event) is rfc6455.Compressed:  # inflated by the pulls above
+                self._fin = event.fin
+                inflater.push(event.payload, event.fin)
+            elif type(event) is rfc6455.Data:
+                self._count(len(event.payload), event.fin)
+                self._deliver(out, event.payload, event.fin)
             elif type(event) is rfc6455.Ping:
                 pong = rfc6455.encode_frame(Opcode.PONG, event.payload)
                 self.wire_out += len(pong)

@@ -25,6 +25,7 @@ __all__ = [
     "GUID",
     "Base64Decoder",
     "Close",
+    "Compressed",
     "Data",
     "Event",
     "FrameParser",
@@ -67,14 +68,19 @@ class Data:
     """A piece of a data message, in arrival order.
 
     ``text`` says whether the message began as a text frame; ``fin`` is true on the last piece of
-    the message (the piece may be empty). ``compressed``: its first frame had RSV1 set, which
-    only a parser for a permessage-deflate session allows.
+    the message (the piece may be empty).
     """
 
     payload: bytes
     text: bool
     fin: bool
-    compressed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Compressed(Data):
+    """A piece of a message whose first frame had RSV1: compressed (permessage-deflate).
+
+    A subclass, not a field, so that parsing pays nothing for it when deflate is off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +236,7 @@ class FrameParser:
         self._control = bytearray()
         self._in_message = False  # inside a fragmented data message
         self._text = False
-        self._compressed = False
+        self._data: type[Data] = Data  # Compressed for a compressed message
         self.closed = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
@@ -267,7 +273,7 @@ class FrameParser:
                 payload = bytes(chunk)
             if self._opcode in _DATA_OPCODES:
                 fin = self._remaining == 0 and self._fin
-                events.append(Data(payload, self._text, fin, self._compressed))
+                events.append(self._data(payload, self._text, fin))
                 if self._remaining == 0:
                     self._remaining = -1
                     if fin:
@@ -350,7 +356,7 @@ class FrameParser:
             if self._in_message:
                 raise ProtocolError("new data frame inside a fragmented message")
             self._text = opcode == Opcode.TEXT
-            self._compressed = rsv != 0
+            self._data = Compressed if rsv else Data
             self._in_message = True
         self._opcode = opcode
         self._fin = fin
@@ -365,7 +371,7 @@ class FrameParser:
         if opcode in _DATA_OPCODES:
             if self._fin:
                 self._in_message = False
-            return Data(b"", self._text, self._fin, self._compressed)
+            return self._data(b"", self._text, self._fin)
         if opcode == Opcode.PING:
             return Ping(payload)
         if opcode == Opcode.PONG:
