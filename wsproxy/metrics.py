@@ -111,17 +111,12 @@ class Metrics(NullMetrics):
             registry=registry,
         )
         # permessage-deflate sessions only: wire / message is their compression ratio.
-        self.deflate_wire_bytes = prom.Counter(
-            "wsproxy_deflate_wire_bytes",
-            "Bytes on the wire of permessage-deflate sessions (frames, compressed)",
-            ["direction"],
-            registry=registry,
-        )
-        self.deflate_message_bytes = prom.Counter(
-            "wsproxy_deflate_message_bytes",
-            "Message bytes of permessage-deflate sessions (inflated)",
-            ["direction"],
-            registry=registry,
+        self.deflate_wire_bytes, self.deflate_message_bytes = (
+            prom.Counter(f"wsproxy_deflate_{what}_bytes", doc, ["direction"], registry=registry)
+            for what, doc in (
+                ("wire", "Bytes on the wire of permessage-deflate sessions (frames, compressed)"),
+                ("message", "Message bytes of permessage-deflate sessions (inflated)"),
+            )
         )
         self.handshake_failures = prom.Counter(
             "wsproxy_handshake_failures",
