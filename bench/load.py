@@ -22,7 +22,8 @@ import zlib
 from typing import Any
 
 from bench.frames import BINARY, TEXT, FrameCounter, client_frame, close_frame, handshake_request
-from wsproxy.protocol.rfc6455 import Compressed, Data, FrameParser
+from wsproxy.protocol.deflate import DeflateFrameParser
+from wsproxy.protocol.rfc6455 import Compressed, Data
 
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"  # what Chromium offers
 BATCH = 256 * 1024  # bytes handed to one sendall
@@ -186,7 +187,7 @@ def stream(spec: dict[str, Any]) -> dict[str, Any]:
     view = memoryview(buf)
     recv_into = conn.sock.recv_into
     if conn.deflate_bits:
-        parser = FrameParser(require_mask=False, deflate=True)
+        parser = DeflateFrameParser(require_mask=False)
         inflater = zlib.decompressobj(-conn.deflate_bits)
 
         def payload_of(data: memoryview) -> int:

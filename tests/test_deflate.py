@@ -14,6 +14,7 @@ from wsproxy.errors import CloseCode, HandshakeError, ProtocolError
 from wsproxy.protocol.codec import DECODE_BUDGET, DeflateCodec, make_codec
 from wsproxy.protocol.deflate import (
     Agreement,
+    DeflateFrameParser,
     Deflater,
     Inflater,
     negotiate,
@@ -263,7 +264,7 @@ def test_rsv1_refused_without_deflate() -> None:
     ids=["control", "continuation", "rsv3"],
 )
 def test_rsv1_refused_where_rfc7692_forbids_it(frames: list[bytes]) -> None:
-    parser = FrameParser(deflate=True)
+    parser = DeflateFrameParser()
     with pytest.raises(ProtocolError) as info:
         for frame in frames:
             parser.feed(frame)
@@ -271,7 +272,7 @@ def test_rsv1_refused_where_rfc7692_forbids_it(frames: list[bytes]) -> None:
 
 
 def test_compressed_flag_covers_every_piece_of_the_message() -> None:
-    parser = FrameParser(deflate=True)
+    parser = DeflateFrameParser()
     events = parser.feed(
         compressed_frame(Opcode.TEXT, b"ab", fin=False)
         + compressed_frame(Opcode.CONTINUATION, b"cd", rsv1=False)
@@ -290,7 +291,7 @@ AGREEMENT = Agreement(False, False, 15, 15, "permessage-deflate")
 
 
 def client_parser() -> FrameParser:
-    return FrameParser(require_mask=False, deflate=True)
+    return DeflateFrameParser(require_mask=False)
 
 
 def test_codec_round_trip_compressed_plain_and_fragmented() -> None:

@@ -8,6 +8,7 @@ import socket
 
 from conftest import read_http_head
 
+from wsproxy.protocol.deflate import DeflateFrameParser
 from wsproxy.protocol.rfc6455 import Close, Data, FrameParser, Opcode, encode_frame
 
 
@@ -36,7 +37,7 @@ class RawClient:
         assert self.status == 101, self.status
         # With permessage-deflate agreed, RSV1 marks the server's compressed messages.
         deflate = "permessage-deflate" in self.headers.get("sec-websocket-extensions", "")
-        self.parser = FrameParser(require_mask=False, deflate=deflate)
+        self.parser = (DeflateFrameParser if deflate else FrameParser)(require_mask=False)
         self.initial = rest  # the raw bytes that came with the answer, for byte-level checks
         self.pending += self.parser.feed(rest)
 

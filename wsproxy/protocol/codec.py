@@ -13,7 +13,7 @@ from typing import Protocol
 
 from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol import hixie, rfc6455
-from wsproxy.protocol.deflate import Agreement, Deflater, Inflater
+from wsproxy.protocol.deflate import Agreement, DeflateFrameParser, Deflater, Inflater
 from wsproxy.protocol.rfc6455 import Opcode
 
 __all__ = [
@@ -143,7 +143,7 @@ class DeflateCodec:
         self.subprotocol = subprotocol
         self._base64 = rfc6455.Base64Decoder() if subprotocol == "base64" else None
         self._opcode = Opcode.TEXT if self._base64 else Opcode.BINARY
-        self._parser = rfc6455.FrameParser(deflate=True)
+        self._parser = DeflateFrameParser()
         self._deflater = Deflater(agreement.server_bits, agreement.server_no_context_takeover)
         self._inflater = Inflater(
             agreement.client_bits, agreement.client_no_context_takeover, max_message_size

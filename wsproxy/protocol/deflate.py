@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from wsproxy.errors import CloseCode, HandshakeError, ProtocolError
+from wsproxy.protocol.rfc6455 import Compressed, Data, FrameParser, Opcode
 
 __all__ = [
     "EXTENSION",
     "Agreement",
+    "DeflateFrameParser",
     "Deflater",
     "Inflater",
     "negotiate",
@@ -169,6 +171,25 @@ def _accept(params: Params, cap: int) -> Agreement | None:
     else:
         client_bits = 15
     return Agreement(server_nct, client_nct, server_bits, client_bits, "; ".join(answer))
+
+
+class DeflateFrameParser(FrameParser):
+    """The frame parser of a session that agreed to permessage-deflate (section 6.1).
+
+    RSV1 on the first frame of a data message marks it compressed: its pieces come as
+    :class:`~wsproxy.protocol.rfc6455.Compressed`. RSV1 on a control or continuation frame, and
+    RSV2 or RSV3 anywhere, are still protocol errors (1002).
+    """
+
+    def _start_frame(self, b0: int, length: int, mask: bytes | None) -> None:
+        rsv1 = b0 & 0x40
+        opcode = b0 & 0x0F
+        data = Opcode.CONTINUATION < opcode < Opcode.CLOSE  # the first frame of a message
+        if rsv1 and not data:
+            raise ProtocolError("RSV1 set on a control or continuation frame")
+        super()._start_frame(b0 & ~0x40, length, mask)
+        if data:
+            self._data = Compressed if rsv1 else Data
 
 
 class Deflater:

@@ -78,9 +78,8 @@ class Data:
 
 @dataclass(frozen=True, slots=True)
 class Compressed(Data):
-    """A piece of a message whose first frame had RSV1: compressed (permessage-deflate).
-
-    A subclass, not a field, so that parsing pays nothing for it when deflate is off."""
+    """A piece of a compressed message (``deflate.DeflateFrameParser``); a subclass, not a field,
+    so that parsing pays nothing for it when deflate is off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +219,10 @@ class FrameParser:
     Args:
         require_mask: a server requires masked frames from clients (section 5.1); a client
             parser sets this to False and then refuses masked frames instead.
-        deflate: permessage-deflate was negotiated: RSV1 on the first frame of a data message
-            marks it compressed (RFC 7692 section 6), and is still refused anywhere else.
     """
 
-    def __init__(self, *, require_mask: bool = True, deflate: bool = False) -> None:
+    def __init__(self, *, require_mask: bool = True) -> None:
         self.require_mask = require_mask
-        self.deflate = deflate
         self._header = bytearray()  # a header split across reads; never more than 14 bytes
         self._remaining = -1  # payload bytes left in the current frame; -1 = reading a header
         self._opcode = 0
@@ -236,7 +232,7 @@ class FrameParser:
         self._control = bytearray()
         self._in_message = False  # inside a fragmented data message
         self._text = False
-        self._data: type[Data] = Data  # Compressed for a compressed message
+        self._data: type[Data] = Data  # the event type of this message's pieces (deflate)
         self.closed = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
@@ -331,12 +327,9 @@ class FrameParser:
         return size - start
 
     def _start_frame(self, b0: int, length: int, mask: bytes | None) -> None:
-        rsv = b0 & 0x70
-        opcode = b0 & 0x0F
-        if rsv and (rsv != 0x40 or not self.deflate):
+        if b0 & 0x70:
             raise ProtocolError("reserved bits set without a negotiated extension")
-        if rsv and not Opcode.CONTINUATION < opcode < Opcode.CLOSE:
-            raise ProtocolError("RSV1 set on a control or continuation frame")
+        opcode = b0 & 0x0F
         fin = bool(b0 & 0x80)
         if opcode not in _KNOWN_OPCODES:
             raise ProtocolError(f"unknown opcode {opcode:#x}")
@@ -356,7 +349,6 @@ class FrameParser:
             if self._in_message:
                 raise ProtocolError("new data frame inside a fragmented message")
             self._text = opcode == Opcode.TEXT
-            self._data = Compressed if rsv else Data
             self._in_message = True
         self._opcode = opcode
         self._fin = fin
