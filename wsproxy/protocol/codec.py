@@ -136,6 +136,7 @@ class DeflateCodec:
     it inflated in bounded pieces. It counts the bytes on the wire and the messages' bytes."""
 
     protocol = "rfc6455"
+    in_place = False  # the payload is compressed: no header to put in front of the read
 
     def __init__(
         self, subprotocol: str | None, agreement: Agreement, max_message_size: int = 0
@@ -206,6 +207,9 @@ class DeflateCodec:
             piece = self._base64.decode(piece, fin)
         if piece:
             out.to_target.append(piece)
+
+    def header(self, length: int) -> bytes:
+        raise NotImplementedError("compressed frames are built by encode()")
 
     def encode(self, data: memoryview) -> bytes:
         message = rfc6455.b64encode(data) if self._base64 is not None else data
