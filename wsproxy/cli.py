@@ -24,8 +24,10 @@ from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
 from wsproxy.errors import ConfigError, StartupError
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
+from wsproxy.reload import ConfigReader, reload_server
 from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
 from wsproxy.tuning import freeze_startup_objects, lighten_greenlets, lighten_logging
+from wsproxy.upgrade import Handover, take_over, upgrade_master, upgrade_server
 from wsproxy.workermetrics import MetricsArbiter, ValueFiles
 from wsproxy.workers import Arbiter
 from wsproxy.wrap import PortSlot, WrappedProgram
@@ -185,7 +187,9 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
 
 
-def run(settings: Settings) -> int:
+def run(
+    settings: Settings, reader: ConfigReader | None = None, handover: Handover | None = None
+) -> int:
     """Start in the order that keeps failures on the terminal, serve until SIGTERM/SIGINT, and
     return the exit status.
 
@@ -194,11 +198,17 @@ def run(settings: Settings) -> int:
     the value files every process records into come first) -> pid file claimed -> listener
     bound -> detach (``--daemon``) -> pid file written -> serve, in this process or in
     ``--workers`` processes.
+
+    ``reader`` re-reads the configuration on SIGHUP (without it SIGHUP only reopens the logs and
+    re-reads the token source); it also knows the command line SIGUSR2 starts again. After an
+    upgrade, ``handover`` holds what the old process passed on: the sockets, used instead of
+    binding, and the pipe to report on once serving.
     """
     from wsproxy.server import WSProxy
 
     settings = absolute_paths(settings)
-    pid_file = PidFile(settings.pid_file) if settings.pid_file else None
+    handover = handover or Handover()
+    pid_file = PidFile(settings.pid_file, replacing=handover.old_pid) if settings.pid_file else None
     readiness: Readiness | None = None
     files: ValueFiles | None = None
     server: WSProxy | None = None
@@ -206,6 +216,7 @@ def run(settings: Settings) -> int:
         if settings.metrics_listen and settings.workers > 1:
             files = ValueFiles()  # every process records into files: before any metric exists
         server = WSProxy(settings=settings)
+        take_over(server, handover)
         if pid_file:
             pid_file.claim()  # "already running" says more than "address in use"
         try:
@@ -221,6 +232,7 @@ def run(settings: Settings) -> int:
             readiness = detach()
         if pid_file:
             pid_file.commit()
+        reports = [r for r in (readiness, handover.readiness) if r is not None]
         if settings.workers > 1:
             companion: Callable[[], int] | None = None
             run_program = True
@@ -238,21 +250,23 @@ def run(settings: Settings) -> int:
                 master = partial(MetricsArbiter, metrics=server.metrics, files=files)
             arbiter = master(
                 settings.workers,
-                lambda: serve(server, run_program=run_program),
+                lambda: serve(server, run_program=run_program, reader=reader, worker=True),
                 listener=server.socket,
                 graceful_timeout=settings.graceful_timeout,
-                reload=reopen_log_files,
+                reload=partial(reload_server, server, reader) if reader else reopen_log_files,
                 companion=companion,
+                upgrade=partial(upgrade_master, server, reader) if reader else None,
             )
             _log_listening(server)
-            if readiness:
-                readiness.ready()
+            for report in reports:
+                report.ready()
             freeze_startup_objects()  # before the fork: the workers inherit it
             return arbiter.run()
-        return serve(server, readiness)
+        return serve(server, *reports, reader=reader)
     except StartupError as exc:
-        if readiness:
-            readiness.failed(str(exc))
+        for failed in (readiness, handover.readiness):
+            if failed:
+                failed.failed(str(exc))
         raise
     finally:
         if server is not None and server.listener is not None:
@@ -272,9 +286,18 @@ def keep_program(program: WrappedProgram, listen_port: int, listener: Any) -> in
     return program.keep(listen_port)
 
 
-def serve(server: WSProxy, readiness: Readiness | None = None, *, run_program: bool = True) -> int:
-    """Serve in this process (the only one, or a worker) until SIGTERM/SIGINT; SIGHUP reopens
-    the log files and calls :meth:`WSProxy.reload`."""
+def serve(
+    server: WSProxy,
+    *reports: Readiness,
+    run_program: bool = True,
+    reader: ConfigReader | None = None,
+    worker: bool = False,
+) -> int:
+    """Serve in this process (the only one, or a worker) until SIGTERM/SIGINT, and tell each
+    of ``reports`` once serving. SIGHUP reopens the log files and reloads the configuration
+    (:func:`wsproxy.reload.reload_server`; without ``reader`` the token source only). SIGUSR2
+    upgrades in place (:func:`wsproxy.upgrade.upgrade_server`); in a ``worker`` it means the
+    master's upgrade is done: drain."""
     try:
         server.start(run_program=run_program)
     except OSError as exc:
@@ -286,21 +309,45 @@ def serve(server: WSProxy, readiness: Readiness | None = None, *, run_program: b
         gevent.spawn(server.stop)
 
     def on_hup() -> None:
-        log.info("received SIGHUP, reopening logs")
+        log.info("received SIGHUP, reloading the configuration")
+        if reader is not None:
+            gevent.spawn(reload_server, server, reader, announce=not worker)
+            return
         reopen_log_files()
-        gevent.spawn(server.reload)
+        gevent.spawn(_reload_tokens, server)
 
+    def on_usr2() -> None:
+        if worker:
+            gevent.spawn(server.drain)
+        elif reader is not None and not upgrading:
+            log.info("received SIGUSR2, starting a new copy to upgrade in place")
+            upgrading.append(gevent.spawn(upgrade_server, server, reader))
+            upgrading[0].link(lambda _: upgrading.clear())
+
+    upgrading: list[gevent.Greenlet] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, on_stop, signum)
     gevent.signal_handler(signal.SIGHUP, on_hup)
+    gevent.signal_handler(signal.SIGUSR2, on_usr2)
     if server.settings.workers == 1:  # else the master said it
         _log_listening(server)
-    if readiness:
-        readiness.ready()
+    for report in reports:
+        report.ready()
     freeze_startup_objects()
     server.serve_forever()
     log.info("stopped")
     return server.exit_status
+
+
+def _reload_tokens(server: WSProxy) -> None:
+    try:
+        server.reload()
+    except ConfigError as exc:
+        log.error("reload failed, keeping the previous tokens: %s", exc)
+
+
+def _load(argv: Sequence[str]) -> Settings:
+    return absolute_paths(parse_args(argv))
 
 
 def _cannot_listen(settings: Settings, exc: OSError) -> StartupError:
@@ -327,6 +374,7 @@ def _log_listening(server: WSProxy) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    handover = Handover.from_environment()
     try:
         if argv[:1] == ["record"]:  # a sub-command: no settings, no server
             raise SystemExit(record.command(argv[1:], sys.stdout))
@@ -334,8 +382,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         lighten_logging()
         settings = parse_args(argv)
         setup_logging(settings)
-        status = run(settings)
+        status = run(settings, ConfigReader(_load, argv, os.getcwd()), handover)
     except (ConfigError, StartupError) as exc:
+        if handover.readiness:
+            handover.readiness.failed(str(exc))
         print(f"wsproxy: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_status) from None
     raise SystemExit(status)

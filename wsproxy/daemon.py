@@ -143,18 +143,20 @@ class PidFile:
     see a half-written file). ``remove()`` deletes it only if it still names this process.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, replacing: int | None = None) -> None:
         self.path = path
+        self.replacing = replacing  # an upgrade: the old process whose pid file this becomes
         self.pid: int | None = None
         self._temp: tuple[int, str] | None = None
 
     def claim(self) -> None:
         other = read_pid(self.path)
-        if other is not None and other != os.getpid() and _is_running_wsproxy(other):
+        mine = (os.getpid(), self.replacing)
+        if other is not None and other not in mine and _is_running_wsproxy(other):
             raise StartupError(
                 f"pid file {self.path} names a running wsproxy (pid {other}); stop it first"
             )
-        if other is not None:
+        if other is not None and other != self.replacing:
             log.info("replacing stale pid file path=%s pid=%d", self.path, other)
         try:
             self._temp = tempfile.mkstemp(

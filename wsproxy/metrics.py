@@ -51,6 +51,9 @@ class NullMetrics:
     def bind(self) -> None:
         pass
 
+    def fileno(self) -> int | None:
+        return None
+
     def start(self, healthy: Callable[[], bool]) -> None:
         pass
 
@@ -138,6 +141,7 @@ class Metrics(NullMetrics):
         )
         self._healthy: Callable[[], bool] = lambda: True
         self._server: WSGIServer | None = None
+        self.listener: Any = None  # a socket handed over by an upgrade: used instead of binding
 
     # -- recording --
 
@@ -178,9 +182,14 @@ class Metrics(NullMetrics):
     def bind(self) -> None:
         """Bind the listening socket (once); raises OSError if the address is taken."""
         if self._server is None:
-            server = WSGIServer(self.listen, self._app, log=None, error_log=log)
+            where = self.listener if self.listener is not None else self.listen
+            server = WSGIServer(where, self._app, log=None, error_log=log)
             server.init_socket()
             self._server = server
+
+    def fileno(self) -> int | None:
+        """The bound socket's descriptor (an upgrade hands it over), or None."""
+        return None if self._server is None else int(self._server.socket.fileno())
 
     def aggregate(self, directory: str) -> None:
         """Under ``--workers``: /metrics answers with the sum over the value files every process

@@ -86,6 +86,8 @@ class WSProxy(StreamServer):
         self._context: Context | None = None
         self._stopping = False
         self._stopper: gevent.Greenlet | None = None
+        self._drainer: gevent.Greenlet | None = None
+        self.handed_over = False  # an upgrade gave the port (and the wrapped program) away
         self._sweeper: gevent.Greenlet | None = None
         self._heartbeat: gevent.Greenlet | None = None
         self.listener: Listener | None = None
@@ -97,12 +99,7 @@ class WSProxy(StreamServer):
         self.scratch = scratch_buffer()  # the relays' shared read buffer (see relay.py)
         # -- traffic: recording, load balancers, metrics --
         self.recordings = Recordings(settings.record) if settings.record else None
-        try:
-            self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
-        except ValueError as exc:
-            raise ConfigError(
-                str(exc), key="trusted_proxies", expected="addresses or CIDR networks"
-            ) from None
+        self.trusted_proxies = _trusted_proxies(settings)
         self.metrics = open_metrics(settings)
         self.wrapped: WrappedProgram | None = None
         if settings.wrap:
@@ -156,13 +153,34 @@ class WSProxy(StreamServer):
             self._context = context
         return context
 
-    def reload(self) -> None:
-        """SIGHUP: re-read what can change without a restart (the token source)."""
-        try:
+    def reload(self, settings: Settings | None = None) -> None:
+        """SIGHUP. Without ``settings``: re-read the token source. With them (re-read from the
+        files by :mod:`wsproxy.reload`, restart-only rows already kept): build everything the
+        next sessions use from them, and only if all of it builds, switch to it. Open sessions
+        keep the context they started with.
+
+        Raises:
+            ConfigError: a file the settings name is bad; nothing was changed.
+        """
+        if settings is None:
             self.targets.reload()
             log.info("reloaded targets=%s", self.targets.describe())
-        except ConfigError as exc:
-            log.error("reload failed, keeping the previous tokens: %s", exc)
+            return
+        frontdoor = FrontDoor(settings)  # certificate, key, CA files, web root: read again
+        trusted = _trusted_proxies(settings)
+        targets = self.targets if self.wrapped is not None else self.make_targets(settings)
+        recordings = self.recordings
+        if settings.record != self.settings.record:
+            recordings = Recordings(settings.record) if settings.record else None
+        idle_changed = settings.session_idle_timeout != self.settings.session_idle_timeout
+        self.settings, self.frontdoor, self.trusted_proxies = settings, frontdoor, trusted
+        self.targets, self.recordings = targets, recordings
+        self._context = None  # the next session gets one built from the above
+        if idle_changed and self._sweeper is not None:
+            self._sweeper.kill(block=False)
+            self._sweeper = None
+        if idle_changed and settings.session_idle_timeout > 0 and self.started:
+            self._sweeper = gevent.spawn(self._sweep_idle, settings.session_idle_timeout)
 
     # -- wrapped program --
 
@@ -284,11 +302,34 @@ class WSProxy(StreamServer):
         Every call waits for the same stop, so calling it again (gevent's ``serve_forever`` does
         once :meth:`close` wakes it) neither restarts the clock nor stops the program early.
         """
+        if self._drainer is not None and self._drainer is not gevent.getcurrent():
+            self._drainer.kill(block=False)  # SIGTERM while draining: stop now
         if self._stopper is None:
             if timeout is None:
                 timeout = self.settings.graceful_timeout
             self._stopper = gevent.spawn(self._stop, time.monotonic() + timeout)
         self._stopper.join()
+
+    def drain(self) -> None:
+        """After an upgrade (the new process serves): stop accepting, give up the metrics port,
+        and let the open sessions run until they end or ``upgrade_drain_timeout``; then stop as
+        on SIGTERM, without stopping the wrapped program (it was handed over)."""
+        if self._drainer is not None or self._stopper is not None:
+            return
+        self.handed_over = True
+        self.stop_accepting()
+        self.metrics.stop()
+        self._drainer = gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        limit = self.settings.upgrade_drain_timeout
+        log.info(
+            "upgrade: no longer accepting, draining session(s)=%d upgrade_drain_timeout=%s",
+            len(self.pool),
+            f"{limit:g}" if limit else "none",
+        )
+        self.pool.join(timeout=limit or None)
+        self.stop()
 
     def _sweep_idle(self, idle: float) -> None:
         """Close sessions in which no data moved either way for ``idle`` seconds (pings and
@@ -327,9 +368,18 @@ class WSProxy(StreamServer):
         if self.pool:
             log.info("stopping: cutting %d session(s) at graceful_timeout", len(self.pool))
             self.pool.kill(block=True, timeout=KILL_WAIT)
-        if self.wrapped is not None:
+        if self.wrapped is not None and not self.handed_over:
             self.wrapped.stop()  # waits until the program's group is gone
         self.metrics.stop()
+
+
+def _trusted_proxies(settings: Settings) -> TrustedProxies:
+    try:
+        return TrustedProxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(
+            str(exc), key="trusted_proxies", expected="addresses or CIDR networks"
+        ) from None
 
 
 def _left(deadline: float) -> float:

@@ -34,6 +34,7 @@ from typing import Any
 import gevent
 import gevent.event
 
+from wsproxy.logs import reopen_log_files
 from wsproxy.metrics import Metrics, import_prometheus
 from wsproxy.workers import STOP_KILL_AFTER, WAKE_INTERVAL, Arbiter, Worker
 
@@ -142,6 +143,8 @@ class MetricsArbiter(Arbiter):
     def on_tick(self) -> None:
         if self.endpoint_pid is not None and self._endpoint_exited():
             log.warning("metrics endpoint exited, starting it again")
+        if self.upgraded:
+            return
         if self.endpoint_pid is None and time.monotonic() >= self._endpoint_next:
             self._start_endpoint()
 
@@ -157,6 +160,13 @@ class MetricsArbiter(Arbiter):
         self.stop_child(
             "metrics endpoint", self.endpoint_pid, self._endpoint_exited, ENDPOINT_STOP_TIMEOUT
         )
+
+    def on_upgraded(self) -> None:
+        # The new master's endpoint serves the metrics port from now on.
+        self.stop_child(
+            "metrics endpoint", self.endpoint_pid, self._endpoint_exited, ENDPOINT_STOP_TIMEOUT
+        )
+        self.metrics.stop()
 
     def handle_hup(self, signum: int) -> None:
         super().handle_hup(signum)
@@ -190,7 +200,7 @@ class MetricsArbiter(Arbiter):
         done = gevent.event.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, done.set)
-        gevent.signal_handler(signal.SIGHUP, self.reload)
+        gevent.signal_handler(signal.SIGHUP, reopen_log_files)
         self.metrics.serve(healthy=lambda: not self._draining.is_set())
         done.wait()
         self.metrics.stop()

@@ -11,7 +11,11 @@ and the kernel gives each connection to one of them. The master serves nobody; i
   growing back-off while workers keep dying young;
 - SIGTERM/SIGINT: SIGTERM to every worker, which stops accepting and closes its sessions with
   1001 within ``graceful_timeout``; whatever is left after that gets SIGKILL; the master returns 0;
-- SIGHUP: the master runs its ``reload`` callback (log reopen) and passes SIGHUP on.
+- SIGHUP: the master runs its ``reload`` callback (log reopen, configuration check) and, unless
+  it returned False (an invalid configuration), passes SIGHUP on;
+- SIGUSR2: the master runs its ``upgrade`` callback, which starts a new master (see
+  :mod:`wsproxy.upgrade`); once that one is ready, SIGUSR2 tells every worker to stop accepting
+  and drain, and the master exits 0 when the last one has, replacing none.
 
 Hooks for features that live in the master (a wrapped program, a metrics endpoint): override
 :meth:`Arbiter.on_start`, :meth:`Arbiter.on_tick` (at least every ``WAKE_INTERVAL``),
@@ -59,7 +63,8 @@ STOP_KILL_AFTER = 2.0  # on stop: seconds beyond graceful_timeout before SIGKILL
 KILL_WAIT = 2.0  # after SIGKILL: seconds to wait for the kernel to end a child (D state: never)
 PARENT_CHECK_INTERVAL = 1.0  # a worker checks this often whether its master is gone
 
-MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2, signal.SIGCHLD)
+CHILD_IGNORES = (signal.SIGHUP, signal.SIGUSR2)  # in a new worker, until serve() handles them
 
 
 @dataclass
@@ -81,7 +86,10 @@ class Arbiter:
         listener: the bound listening socket; the master closes its copy when it stops, so the
             port refuses new connections while the workers drain.
         graceful_timeout: how long workers have to close their sessions on stop.
-        reload: called in the master on SIGHUP, before SIGHUP is passed on (log reopen).
+        reload: called in the master on SIGHUP, before SIGHUP is passed on (log reopen, the
+            configuration checked); returning False keeps the signal from the workers.
+        upgrade: called in the master on SIGUSR2; True when a new master serves the port, and
+            this one may drain.
         companion: runs in one more child, forked before the workers and not replaced: the
             process that owns a wrapped program. When it exits the master stops and exits with
             its status; on stop it gets SIGTERM after the workers have drained.
@@ -96,12 +104,15 @@ class Arbiter:
         graceful_timeout: float = 5.0,
         reload: Callable[[], Any] = lambda: None,
         companion: Callable[[], int] | None = None,
+        upgrade: Callable[[], bool] | None = None,
     ) -> None:
         self.count = count
         self.serve = serve
         self.listener = listener
         self.graceful_timeout = graceful_timeout
         self.reload = reload
+        self.upgrade = upgrade
+        self.upgraded = False  # a new master serves: drain, replace no worker
         self.workers: dict[int, Worker] = {}
         self.restarts = 0
         self.companion = companion
@@ -130,6 +141,9 @@ class Arbiter:
     def on_stop(self) -> None:
         """After the last worker has exited."""
 
+    def on_upgraded(self) -> None:
+        """A new master serves the port; this one is about to drain its workers."""
+
     def on_worker_exit(self, worker: Worker, status: int, respawn_in: float | None) -> None:
         """A worker exited (``status`` as ``os.waitpid`` gives it); ``respawn_in`` is None when
         the master is stopping."""
@@ -145,8 +159,9 @@ class Arbiter:
         try:
             if self.companion is not None:
                 self.companion_pid = self._fork(self.companion)
-            while not self._stopping:
-                self._spawn_missing()
+            while not self._stopping and not (self.upgraded and not self.workers):
+                if not self.upgraded:
+                    self._spawn_missing()
                 self._wait(self._next_wake())
                 self._dispatch()
                 self._reap()
@@ -168,8 +183,23 @@ class Arbiter:
 
     def handle_hup(self, signum: int) -> None:
         log.info("received SIGHUP, reopening logs and passing it to workers=%d", len(self.workers))
-        self.reload()
+        if self.reload() is False:
+            return
         self._signal_workers(signal.SIGHUP)
+
+    def handle_usr2(self, signum: int) -> None:
+        if self.upgrade is None or self.upgraded:
+            log.info("received SIGUSR2, no upgrade to start")
+            return
+        log.info("received SIGUSR2, starting a new master to upgrade in place")
+        if not self.upgrade():
+            return
+        self.upgraded = True
+        self.on_upgraded()
+        if self.listener is not None:
+            self.listener.close()  # the new master's copy serves the port
+        log.info("upgrade: draining workers=%d", len(self.workers))
+        self._signal_workers(signal.SIGUSR2)
 
     def handle_chld(self, signum: int) -> None:
         """Nothing to do: waking up is enough, the loop reaps next."""
@@ -265,7 +295,7 @@ class Arbiter:
             # Default actions until serve() installs its handlers: SIGTERM before then simply
             # ends a worker that has no client yet; a SIGHUP then has nothing to reopen.
             for signum in MASTER_SIGNALS:
-                signal.signal(signum, signal.SIG_IGN if signum == signal.SIGHUP else signal.SIG_DFL)
+                signal.signal(signum, signal.SIG_IGN if signum in CHILD_IGNORES else signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
             gevent.reinit()
             gevent.spawn(_stop_when_orphaned, self.pid)
@@ -293,12 +323,12 @@ class Arbiter:
             del self.workers[worker.pid]
             lived = time.monotonic() - worker.started
             respawn_in = None
-            if not self._stopping:
+            if not (self._stopping or self.upgraded):
                 self.restarts += 1
                 respawn_in = self._backoff.after_run(lived)
                 self._next_spawn = time.monotonic() + respawn_in
             log.log(
-                logging.INFO if self._stopping else logging.WARNING,
+                logging.INFO if self._stopping or self.upgraded else logging.WARNING,
                 "worker exited pid=%d worker=%d status=%s lived=%.1f respawn_in=%s",
                 worker.pid,
                 worker.number,

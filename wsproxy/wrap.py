@@ -45,6 +45,7 @@ import gevent.event
 import gevent.socket
 import gevent.subprocess
 
+from wsproxy.adopt import AdoptedProcess
 from wsproxy.children import Backoff, status_of
 from wsproxy.dial import dial
 from wsproxy.errors import ConfigError, HandshakeError, StartupError
@@ -184,6 +185,7 @@ class WrappedProgram:
         self._readers: list[gevent.Greenlet] = []
         self._stopper: gevent.Greenlet | None = None
         self._wake = gevent.event.Event()
+        self._adopted: tuple[int, int, int, int] | None = None
 
     # -- life cycle --
 
@@ -196,8 +198,37 @@ class WrappedProgram:
         """
         self.listen_port = listen_port
         _become_subreaper()
-        self._spawn()
+        if self._adopted is not None:
+            pid, port, stdout_fd, stderr_fd = self._adopted
+            try:
+                self._watch(AdoptedProcess(pid, stdout_fd, stderr_fd), port)
+                log.info("wrap adopted name=%s pid=%d moved_to=%d", self.name, pid, port)
+            except ProcessLookupError:
+                log.info("wrap %s[%d] handed over but gone: starting it", self.name, pid)
+                self._spawn()
+        else:
+            self._spawn()
         self._supervisor = gevent.spawn(self._supervise)
+
+    def adopt(self, pid: int, port: int, stdout_fd: int, stderr_fd: int) -> None:
+        """An upgrade handed the running program over: :meth:`start` watches it instead of
+        starting one (see :mod:`wsproxy.adopt`)."""
+        self._adopted = (pid, port, stdout_fd, stderr_fd)
+
+    def handover(self) -> tuple[int, int, int, int] | None:
+        """What the new process of an upgrade needs to adopt the program: pid, moved port and
+        the output pipes; None when no program runs (the new process then starts one)."""
+        if self.proc is None or self.proc.stdout is None or self.proc.stderr is None:
+            return None
+        return self.proc.pid, self.port, self.proc.stdout.fileno(), self.proc.stderr.fileno()
+
+    def release(self) -> None:
+        """The new process has adopted the program: stop watching it and leave it running."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.kill(block=False)
+        gevent.killall(self._readers, block=False)
+        self.proc = None
 
     def keep(self, listen_port: int) -> int:
         """Run the program in this process until SIGTERM/SIGINT or, in exit mode, until it exits;
@@ -291,8 +322,7 @@ class WrappedProgram:
         except OSError as exc:
             self.proc = None
             raise StartupError(f"cannot start {self.argv[0]}: {exc.strerror or exc}") from None
-        self.proc = proc
-        self.started = time.monotonic()
+        self._watch(proc, self.port)
         log.info(
             "wrap started name=%s pid=%d port=%d moved_to=%d",
             self.name,
@@ -300,6 +330,13 @@ class WrappedProgram:
             self.listen_port,
             self.port,
         )
+
+    def _watch(self, proc: Any, port: int) -> None:
+        """Relay to ``port`` and log the output of ``proc`` (ours, or adopted)."""
+        self.proc, self.port = proc, port
+        if self.slot is not None:
+            self.slot.set(port)
+        self.started = time.monotonic()
         self._readers = [r for r in self._readers if not r.dead]
         for stream in (proc.stdout, proc.stderr):
             self._readers.append(gevent.spawn(self._log_output, stream, proc.pid))

@@ -1,0 +1,130 @@
+"""SIGHUP: re-read the configuration the process was started with, and say what changed.
+
+A reload reads the ``-c`` file again and merges it with the original command line, exactly as at
+start-up, in the directory wsproxy was started from (a daemon has left it for ``/``). What comes
+out is compared with the settings in force, row by row of the one table:
+
+- a row marked ``restart`` (listen address, workers, daemon, wrapped program, plug-in classes...)
+  that changed keeps its running value, and the log says it needs a restart;
+- every other change is applied by the server to new sessions (open ones keep theirs);
+- a secret row's value is never written, only its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wsproxy.errors import ConfigError
+from wsproxy.logs import reopen_log_files
+from wsproxy.settings import SETTINGS, SETTINGS_BY_NAME, Settings, format_value
+
+if TYPE_CHECKING:
+    from wsproxy.server import WSProxy
+
+__all__ = ["ConfigReader", "Reconciled", "reconcile", "reload_server"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """The settings to apply, and what a log line says about them."""
+
+    settings: Settings
+    changed: tuple[str, ...]  # names of the rows whose new value is applied
+    needs_restart: tuple[str, ...]  # names of the rows that changed but keep their old value
+
+    def describe(self) -> str:
+        """``origins='a b' key_password=(hidden)``, or ``none`` (files named may still be new)."""
+        if not self.changed:
+            return "none"
+        parts = []
+        for name in self.changed:
+            row = SETTINGS_BY_NAME[name]
+            shown = "(hidden)" if row.secret else repr(format_value(getattr(self.settings, name)))
+            parts.append(f"{name}={shown}")
+        return " ".join(parts)
+
+
+def reconcile(current: Settings, new: Settings) -> Reconciled:
+    """Keep ``current``'s value of every changed restart-only row; list what changed."""
+    changed: list[str] = []
+    kept: list[str] = []
+    for row in SETTINGS:
+        if getattr(current, row.name) == getattr(new, row.name):
+            continue
+        (kept if row.restart else changed).append(row.name)
+    settings = new.replace(**{name: getattr(current, name) for name in kept}) if kept else new
+    return Reconciled(settings, tuple(changed), tuple(kept))
+
+
+class ConfigReader:
+    """Reads the configuration again as the process first read it.
+
+    Args:
+        load: argv -> Settings with absolute paths (the command line's own parser); raises
+            ConfigError.
+        argv: the command line the process was started with.
+        cwd: the directory it was started in: relative paths (``-c wsproxy.ini``, a relative
+            ``cert``) mean what they meant then.
+    """
+
+    def __init__(
+        self, load: Callable[[Sequence[str]], Settings], argv: Sequence[str], cwd: str
+    ) -> None:
+        self.load = load
+        self.argv = tuple(argv)
+        self.cwd = cwd
+
+    def read(self) -> Settings:
+        """The settings the files say now; raises ConfigError naming the file and key."""
+        try:
+            with _working_directory(self.cwd):
+                return self.load(self.argv)
+        except OSError as exc:  # the start directory is gone
+            raise ConfigError(
+                f"cannot enter the start directory: {exc.strerror or exc}",
+                source=self.cwd,
+                expected="the directory wsproxy was started in",
+            ) from None
+
+
+@contextlib.contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    # Parsing reads files synchronously (no greenlet switch), so nothing else runs meanwhile.
+    here = os.getcwd()
+    if here == path:
+        yield
+        return
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def reload_server(server: WSProxy, reader: ConfigReader, *, announce: bool = True) -> bool:
+    """SIGHUP in a serving process (or a master checking before it passes the signal on):
+    reopen the log files, re-read the configuration and switch ``server`` to it.
+
+    A bad configuration is logged in one line (file, key, expected form) and changes nothing.
+    ``announce``: also log the restart-only rows that changed (a master does, for its workers).
+    Returns whether the new configuration is in force.
+    """
+    reopen_log_files()
+    try:
+        plan = reconcile(server.settings, reader.read())
+        server.reload(plan.settings)
+    except ConfigError as exc:
+        log.error("reload failed, still serving with the previous configuration: %s", exc)
+        return False
+    if announce:
+        for name in plan.needs_restart:
+            log.warning("reload: %s changed, which needs a restart; keeping the old value", name)
+    log.info("reloaded changed=%s", plan.describe())
+    return True
