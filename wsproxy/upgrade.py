@@ -154,7 +154,7 @@ def start_new_copy(
     finally:
         os.close(read_end)
     if report == READY_WORD:
-        log.info("upgrade: new process pid=%d is ready", proc.pid)
+        log.info("upgrade: the new process is ready (started as pid=%d)", proc.pid)
         return None
     if not report:
         with contextlib.suppress(OSError):
