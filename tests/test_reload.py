@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import EchoServer, ProxyProcess, wait_until
+from conftest import EchoServer, wait_until
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
