@@ -69,7 +69,7 @@ def test_new_certificate_reaches_new_connections_and_open_session_keeps_relaying
         for n in range(3):  # the session opened before the reload relays on
             ws.send(b"still here %d" % n)
             assert ws.recv(timeout=5) == b"still here %d" % n
-    proxy.wait_log(r"reloaded changed=none")
+    proxy.wait_log(r"reloaded targets=.* changed=none$")
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -111,13 +111,13 @@ def test_origin_added_to_the_file_gets_101_and_restart_only_change_is_kept(
         listen="127.0.0.1:1",
     )
     proxy.proc.send_signal(signal.SIGHUP)
-    proxy.wait_log(r"reloaded changed=")
+    proxy.wait_log(r"reloaded targets=.* changed=")
     for _ in range(4):  # every worker took it
         with connect(url, origin="https://b.example", open_timeout=5) as ws:
             ws.send(b"hello")
             assert ws.recv(timeout=5) == b"hello"
     proxy.wait_log(r"reload: listen changed, which needs a restart")
-    reloaded = proxy.wait_log(r"reloaded changed=.*").group(0)
+    reloaded = proxy.wait_log(r"reloaded targets=.* changed=.*").group(0)
     assert "origins='https://a.example https://b.example'" in reloaded
     assert "key_password=(hidden)" in reloaded
     assert "hunter2" not in proxy.log

@@ -81,31 +81,23 @@ class ConfigReader:
         self.argv = tuple(argv)
         self.cwd = cwd
 
-    def read(self) -> Settings:
-        """The settings the files say now; raises ConfigError naming the file and key."""
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """In the start directory, where the settings were first read and built (websockify's
+        default ``cert = self.pem`` is optional only there); raises ConfigError if it is gone."""
+        here = os.getcwd()
         try:
-            with _working_directory(self.cwd):
-                return self.load(self.argv)
-        except OSError as exc:  # the start directory is gone
+            os.chdir(self.cwd)
+        except OSError as exc:
             raise ConfigError(
                 f"cannot enter the start directory: {exc.strerror or exc}",
                 source=self.cwd,
                 expected="the directory wsproxy was started in",
             ) from None
-
-
-@contextlib.contextmanager
-def _working_directory(path: str) -> Iterator[None]:
-    # Parsing reads files synchronously (no greenlet switch), so nothing else runs meanwhile.
-    here = os.getcwd()
-    if here == path:
-        yield
-        return
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(here)
+        try:
+            yield
+        finally:
+            os.chdir(here)
 
 
 def reload_server(server: WSProxy, reader: ConfigReader, *, announce: bool = True) -> bool:
@@ -118,13 +110,14 @@ def reload_server(server: WSProxy, reader: ConfigReader, *, announce: bool = Tru
     """
     reopen_log_files()
     try:
-        plan = reconcile(server.settings, reader.read())
-        server.reload(plan.settings)
+        with reader.inside():  # a reload is short and reads files: nothing else runs meanwhile
+            plan = reconcile(server.settings, reader.load(reader.argv))
+            server.reload(plan.settings)
     except ConfigError as exc:
         log.error("reload failed, still serving with the previous configuration: %s", exc)
         return False
     if announce:
         for name in plan.needs_restart:
             log.warning("reload: %s changed, which needs a restart; keeping the old value", name)
-    log.info("reloaded changed=%s", plan.describe())
+    log.info("reloaded targets=%s changed=%s", server.targets.describe(), plan.describe())
     return True

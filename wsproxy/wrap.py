@@ -25,7 +25,6 @@ left even where PID 1 does not reap.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import mmap
@@ -33,7 +32,6 @@ import os
 import signal
 import socket
 import struct
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
@@ -49,6 +47,7 @@ from wsproxy.adopt import AdoptedProcess
 from wsproxy.children import Backoff, status_of
 from wsproxy.dial import dial
 from wsproxy.errors import ConfigError, HandshakeError, StartupError
+from wsproxy.procgroup import become_subreaper, signal_group, wait_group_gone
 from wsproxy.settings import format_address
 
 __all__ = [
@@ -68,11 +67,9 @@ BACKOFF_MAX = 30.0  # ... up to this cap
 HEALTHY_RUN = 10.0  # a run at least this long resets the back-off
 STOP_GRACE = 5.0  # SIGTERM to the program's group, then SIGKILL after this long
 KILL_WAIT = 2.0  # time for the kernel to finish off a SIGKILLed group
-GROUP_POLL = 0.05  # pause between checks that the program's group is gone
 CONNECT_PAUSE = 0.05  # first pause between connection attempts while the program starts ...
 CONNECT_PAUSE_MAX = 0.5  # ... doubling up to this
 LOOPBACKS = ("127.0.0.1", "::1")  # rebind.so moves IPv4 binds to the first, IPv6 to the second
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 def find_rebind_lib(configured: str | None) -> str:
@@ -197,7 +194,7 @@ class WrappedProgram:
             StartupError: the program cannot be executed (not found, not executable).
         """
         self.listen_port = listen_port
-        _become_subreaper()
+        become_subreaper()
         if self._adopted is not None:
             pid, port, stdout_fd, stderr_fd = self._adopted
             try:
@@ -396,44 +393,11 @@ class WrappedProgram:
 
     def _end_group(self, pgid: int, grace: float) -> None:
         """SIGTERM the process group, SIGKILL it after ``grace``; return once it is gone."""
-        if not _signal_group(pgid, signal.SIGTERM):
+        if not signal_group(pgid, signal.SIGTERM):
             return
-        if _wait_group_gone(pgid, grace):
+        if wait_group_gone(pgid, grace):
             return
         log.warning("wrap group pgid=%d still running after %.1fs: SIGKILL", pgid, grace)
-        _signal_group(pgid, signal.SIGKILL)
-        if not _wait_group_gone(pgid, KILL_WAIT):
+        signal_group(pgid, signal.SIGKILL)
+        if not wait_group_gone(pgid, KILL_WAIT):
             log.error("wrap group pgid=%d did not go away after SIGKILL", pgid)
-
-
-def _signal_group(pgid: int, signum: int) -> bool:
-    """Send a signal to a process group; False if the group no longer exists."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member changed its user (setuid): it is still there
-        return True
-    return True
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> bool:
-    # Zombies count as members until reaped; gevent's SIGCHLD handler reaps our children and,
-    # as we are a subreaper, the group's orphans too.
-    deadline = time.monotonic() + timeout
-    while _signal_group(pgid, 0):
-        if time.monotonic() >= deadline:
-            return False
-        gevent.sleep(GROUP_POLL)
-    return True
-
-
-def _become_subreaper() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            log.debug("prctl(PR_SET_CHILD_SUBREAPER) failed: errno=%d", ctypes.get_errno())
-    except (OSError, AttributeError):
-        log.debug("prctl not available: orphans of the wrapped program go to PID 1")
