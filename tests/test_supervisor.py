@@ -172,6 +172,10 @@ def test_systemd_unit_verifies_and_waits_longer_than_wsproxy_drains(tmp_path: Pa
     assert result.returncode == 0 and result.stderr == "", result.stderr
     service = read_ini(SYSTEMD_UNIT)["Service"]
     default = Settings.create(listen="1", target="h:1").graceful_timeout
-    assert service["KillSignal"] == "SIGTERM" and service["Type"] == "simple"
+    assert service["KillSignal"] == "SIGTERM" and service["Type"] == "forking"
     assert float(service["TimeoutStopSec"]) > default + STOP_KILL_AFTER
-    assert service["ExecStart"].split()[1:] == ["-c", INSTALLED_CONFIG]
+    args = service["ExecStart"].split()[1:]
+    assert args[:2] == ["-c", INSTALLED_CONFIG] and "--daemon" in args
+    # systemd follows an upgrade (SIGUSR2) by reading PIDFile= again: the one wsproxy writes
+    assert args[args.index("--pid-file") + 1] == service["PIDFile"]
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
