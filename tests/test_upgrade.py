@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import EchoServer, ProxyProcess, free_port, wait_until
 from test_daemon import running, wsproxy
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 PROBE_EVERY = 0.02  # seconds between the prober's connections
@@ -210,3 +211,27 @@ def test_failed_new_process_leaves_the_old_one_serving(
     with connect(proxy.url, open_timeout=5) as ws:
         relays(ws, b"still the old one")
     assert proxy.proc.poll() is None
+
+
+def test_sessions_left_at_upgrade_drain_timeout_get_1001(
+    run_proxy: type[ProxyProcess], echo_server: EchoServer, tmp_path: Path, pids: list[int]
+) -> None:
+    pid_file = tmp_path / "w.pid"
+    args = ["--upgrade-drain-timeout=0.5", "--pid-file", str(pid_file)]
+    proxy = run_proxy([*args, "127.0.0.1:0", echo_server.address])
+    with connect(proxy.url, open_timeout=5) as ws:
+        relays(ws, b"before")
+        proxy.proc.send_signal(signal.SIGUSR2)
+        new_pid = wait_until(
+            lambda: (pid := read_pid(pid_file)) != proxy.proc.pid and pid,
+            timeout=NEW_PID_WITHIN,
+            what="the pid file naming the new process",
+        )
+        assert isinstance(new_pid, int)
+        pids.append(new_pid)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert proxy.proc.wait(5) == 0
+    with connect(proxy.url, open_timeout=5) as ws:  # the new process serves
+        relays(ws, b"after")

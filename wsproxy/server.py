@@ -115,6 +115,7 @@ class WSProxy(StreamServer):
         self.targets = self.make_targets(settings)
         # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
         pool = Pool(settings.max_connections or None)
+        self._old_pools: list[Pool] = []  # replaced by a reload of max_connections; waited on too
         # The listener itself is made by get_listener (UNIX socket, inetd, -6): gevent needs
         # an address of some form here.
         super().__init__(settings.listen or ("", 0), spawn=pool)
@@ -173,6 +174,11 @@ class WSProxy(StreamServer):
         if settings.record != self.settings.record:
             recordings = Recordings(settings.record) if settings.record else None
         idle_changed = settings.session_idle_timeout != self.settings.session_idle_timeout
+        if settings.max_connections != self.settings.max_connections:
+            # The limit counts the sessions started from now on; the old ones end in their pool.
+            self.pool._semaphore.unlink(self._start_accepting_if_started)  # gevent's own link
+            self._old_pools = [p for p in (*self._old_pools, self.pool) if p]
+            self.set_spawn(Pool(settings.max_connections or None))
         self.settings, self.frontdoor, self.trusted_proxies = settings, frontdoor, trusted
         self.targets, self.recordings = targets, recordings
         self._context = None  # the next session gets one built from the above
@@ -310,6 +316,11 @@ class WSProxy(StreamServer):
             self._stopper = gevent.spawn(self._stop, time.monotonic() + timeout)
         self._stopper.join()
 
+    def start_accepting(self) -> None:
+        # gevent resumes accepting when a full pool frees a slot: never after a hand-over.
+        if not self.handed_over:
+            super().start_accepting()
+
     def drain(self) -> None:
         """After an upgrade (the new process serves): stop accepting, give up the metrics port,
         and let the open sessions run until they end or ``upgrade_drain_timeout``; then stop as
@@ -325,11 +336,18 @@ class WSProxy(StreamServer):
         limit = self.settings.upgrade_drain_timeout
         log.info(
             "upgrade: no longer accepting, draining session(s)=%d upgrade_drain_timeout=%s",
-            len(self.pool),
+            self.open_sessions,
             f"{limit:g}" if limit else "none",
         )
-        self.pool.join(timeout=limit or None)
+        deadline = time.monotonic() + limit if limit else None
+        for pool in (*self._old_pools, self.pool):
+            pool.join(timeout=None if deadline is None else _left(deadline))
         self.stop()
+
+    @property
+    def open_sessions(self) -> int:
+        """Connections being handled now (handshaking, relaying or served by the web server)."""
+        return sum(len(pool) for pool in (*self._old_pools, self.pool))
 
     def _sweep_idle(self, idle: float) -> None:
         """Close sessions in which no data moved either way for ``idle`` seconds (pings and
@@ -364,10 +382,13 @@ class WSProxy(StreamServer):
         closers = [gevent.spawn(s.going_away) for s in list(self.sessions)]
         gevent.joinall(closers, timeout=_left(deadline))
         gevent.killall(closers, block=False)
-        self.pool.join(timeout=_left(deadline))
-        if self.pool:
-            log.info("stopping: cutting %d session(s) at graceful_timeout", len(self.pool))
-            self.pool.kill(block=True, timeout=KILL_WAIT)
+        pools = (*self._old_pools, self.pool)
+        for pool in pools:
+            pool.join(timeout=_left(deadline))
+        if self.open_sessions:
+            log.info("stopping: cutting %d session(s) at graceful_timeout", self.open_sessions)
+            for pool in pools:
+                pool.kill(block=True, timeout=KILL_WAIT)
         if self.wrapped is not None and not self.handed_over:
             self.wrapped.stop()  # waits until the program's group is gone
         self.metrics.stop()
