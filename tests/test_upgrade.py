@@ -96,13 +96,9 @@ def upgrade_and_check(
             relays(ws, b"before")
             os.kill(old_pid, signal.SIGUSR2)
             started = time.monotonic()
-            new_pid = wait_until(
-                lambda: (pid := read_pid(pid_file)) != old_pid and pid,
-                timeout=NEW_PID_WITHIN,
-                what="the pid file naming the new process",
-            )
+            new_pid = wait_new_pid(pid_file, old_pid)
             assert time.monotonic() - started < NEW_PID_WITHIN
-            assert isinstance(new_pid, int) and running(new_pid)
+            assert running(new_pid)
             seen = prober.ok
             wait_until(lambda: prober.ok >= seen + 10, what="the prober after the switch")
             wait_until(lambda: "upgrade: no longer accepting" in log(), what="the old draining")
@@ -114,6 +110,31 @@ def upgrade_and_check(
     finally:
         prober.finish()
     assert prober.failures == [], prober.failures
+    return new_pid
+
+
+def upgrade_foreground(proxy: ProxyProcess, pid_file: Path, pids: list[int]) -> int:
+    """:func:`upgrade_and_check` for a process run in the foreground; returns the new pid."""
+    new_pid = upgrade_and_check(
+        proxy.url,
+        pid_file,
+        proxy.proc.pid,
+        lambda: proxy.proc.poll() is not None,
+        lambda: proxy.log,
+    )
+    pids.append(new_pid)
+    assert proxy.proc.returncode == 0
+    return new_pid
+
+
+def wait_new_pid(pid_file: Path, old_pid: int) -> int:
+    """The pid the pid file names once it no longer names ``old_pid``."""
+    new_pid = wait_until(
+        lambda: (pid := read_pid(pid_file)) != old_pid and pid,
+        timeout=NEW_PID_WITHIN,
+        what="the pid file naming the new process",
+    )
+    assert isinstance(new_pid, int)
     return new_pid
 
 
@@ -163,16 +184,8 @@ def test_workers(
     proxy = run_proxy(
         ["--workers", "2", "--pid-file", str(pid_file), "127.0.0.1:0", echo_server.address]
     )
-    new_pid = upgrade_and_check(
-        proxy.url,
-        pid_file,
-        proxy.proc.pid,
-        lambda: proxy.proc.poll() is not None,
-        lambda: proxy.log,
-    )
-    pids.append(new_pid)
-    assert proxy.proc.returncode == 0
-    assert proxy.log.count("master started workers=2") == 2  # the old master, then the new
+    new_pid = upgrade_foreground(proxy, pid_file, pids)
+    proxy.wait_log(rf" {new_pid} INFO wsproxy.workers: master started workers=2")
     assert "upgrade: draining workers=2" in proxy.log
 
 
@@ -184,16 +197,8 @@ def test_wrapped_program_is_handed_over(
     program = ["socat", f"TCP-LISTEN:{port},reuseaddr,fork", "EXEC:cat"]
     proxy = run_proxy(["--pid-file", str(pid_file), f"127.0.0.1:{port}", "--", *program])
     program_pid = int(proxy.wait_log(r"wrap started name=socat pid=(\d+)").group(1))
-    new_pid = upgrade_and_check(
-        proxy.url,
-        pid_file,
-        proxy.proc.pid,
-        lambda: proxy.proc.poll() is not None,
-        lambda: proxy.log,
-    )
-    pids.append(new_pid)
-    assert proxy.proc.returncode == 0
-    proxy.wait_log(rf"wrap adopted name=socat pid={program_pid} ")
+    new_pid = upgrade_foreground(proxy, pid_file, pids)
+    proxy.wait_log(rf" {new_pid} INFO wsproxy.wrap: wrap adopted name=socat pid={program_pid} ")
     assert running(program_pid)  # not restarted: the same program serves on
     assert proxy.log.count("wrap started") == 1
 
@@ -222,13 +227,7 @@ def test_sessions_left_at_upgrade_drain_timeout_get_1001(
     with connect(proxy.url, open_timeout=5) as ws:
         relays(ws, b"before")
         proxy.proc.send_signal(signal.SIGUSR2)
-        new_pid = wait_until(
-            lambda: (pid := read_pid(pid_file)) != proxy.proc.pid and pid,
-            timeout=NEW_PID_WITHIN,
-            what="the pid file naming the new process",
-        )
-        assert isinstance(new_pid, int)
-        pids.append(new_pid)
+        pids.append(wait_new_pid(pid_file, proxy.proc.pid))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
