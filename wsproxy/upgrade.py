@@ -188,6 +188,8 @@ def _read_report(fd: int, wait_readable: Callable[[int, float], bool], timeout: 
 def plan_copy(server: WSProxy, reader: ConfigReader, *, master: bool = False) -> NewCopy | str:
     """What the new copy of ``server``'s process gets, or why there can be no upgrade."""
     settings = server.settings
+    if server.handed_over:
+        return "this process has handed over to a new one already and is draining"
     if settings.inetd or settings.run_once:
         return "not with inetd or run_once: there is no port to hand over"
     if master and server.wrapped is not None:
