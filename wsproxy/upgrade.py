@@ -87,11 +87,21 @@ class Handover:
             text = values[name].strip()
             return int(text) if text.isdigit() else None
 
-        ready = number(READY_FD_ENV)
+        def descriptor(name: str) -> int | None:
+            fd = number(name)
+            if fd is None:
+                return None
+            try:
+                os.fstat(fd)
+            except OSError:  # not open here: a stray variable, not a hand-over
+                return None
+            return fd
+
+        ready = descriptor(READY_FD_ENV)
         w = [int(v) for v in values[WRAP_ENV].split() if v.isdigit()]
         return cls(
-            listen_fd=number(LISTEN_FD_ENV),
-            metrics_fd=number(METRICS_FD_ENV),
+            listen_fd=descriptor(LISTEN_FD_ENV),
+            metrics_fd=descriptor(METRICS_FD_ENV),
             readiness=Readiness(ready) if ready is not None else None,
             old_pid=number(UPGRADE_FROM_ENV),
             wrap=(w[0], w[1], w[2], w[3]) if len(w) == 4 else None,

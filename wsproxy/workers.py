@@ -182,7 +182,7 @@ class Arbiter:
     handle_int = handle_term
 
     def handle_hup(self, signum: int) -> None:
-        log.info("received SIGHUP, reopening logs and passing it to workers=%d", len(self.workers))
+        log.info("received SIGHUP, reloading before passing it to workers=%d", len(self.workers))
         if self.reload() is False:
             return
         self._signal_workers(signal.SIGHUP)
