@@ -256,10 +256,8 @@ def run(
                 reload=partial(reload_server, server, reader) if reader else reopen_log_files,
                 companion=companion,
                 upgrade=partial(upgrade_master, server, reader) if reader else None,
+                ready=partial(_master_ready, server, reports),
             )
-            _log_listening(server)
-            for report in reports:
-                report.ready()
             freeze_startup_objects()  # before the fork: the workers inherit it
             return arbiter.run()
         return serve(server, *reports, reader=reader)
@@ -337,6 +335,12 @@ def serve(
     server.serve_forever()
     log.info("stopped")
     return server.exit_status
+
+
+def _master_ready(server: WSProxy, reports: list[Readiness]) -> None:
+    _log_listening(server)
+    for report in reports:
+        report.ready()
 
 
 def _reload_tokens(server: WSProxy) -> None:

@@ -90,6 +90,8 @@ class Arbiter:
             configuration checked); returning False keeps the signal from the workers.
         upgrade: called in the master on SIGUSR2; True when a new master serves the port, and
             this one may drain.
+        ready: called once the master's signal handlers are in place (before then a SIGHUP
+            would end it): where it logs that it listens and reports ready.
         companion: runs in one more child, forked before the workers and not replaced: the
             process that owns a wrapped program. When it exits the master stops and exits with
             its status; on stop it gets SIGTERM after the workers have drained.
@@ -105,6 +107,7 @@ class Arbiter:
         reload: Callable[[], Any] = lambda: None,
         companion: Callable[[], int] | None = None,
         upgrade: Callable[[], bool] | None = None,
+        ready: Callable[[], object] = lambda: None,
     ) -> None:
         self.count = count
         self.serve = serve
@@ -112,6 +115,7 @@ class Arbiter:
         self.graceful_timeout = graceful_timeout
         self.reload = reload
         self.upgrade = upgrade
+        self.ready = ready
         self.upgraded = False  # a new master serves: drain, replace no worker
         self.workers: dict[int, Worker] = {}
         self.restarts = 0
@@ -156,6 +160,7 @@ class Arbiter:
         self._open_wakeup()
         self.on_start()
         log.info("master started workers=%d", self.count)
+        self.ready()
         try:
             if self.companion is not None:
                 self.companion_pid = self._fork(self.companion)
