@@ -1,9 +1,11 @@
-"""contrib/haproxy/haproxy.cfg with Debian's haproxy in front of three wsproxy instances.
+"""contrib/haproxy/haproxy.cfg with Debian's haproxy in front of three wsproxy instances that
+share one TokenRedis store (Debian's redis-server).
 
-The contrib file runs as shipped except for addresses and its log destination. HAProxy speaks
-PROXY protocol v2 to the instances (each trusts it and logs the real client, here 127.0.0.2, not
-HAProxy's 127.0.0.1) and checks their /healthz. Stopping one instance while clients connect
-sends new sessions to the others, with no client refused once HAProxy's check has noticed.
+The contrib file runs as shipped except for addresses and its log destination. A token is written
+once, to Redis; every instance finds it. HAProxy speaks PROXY protocol v2 to the instances (each
+trusts it and logs the real client, here 127.0.0.2, not HAProxy's 127.0.0.1) and checks their
+/healthz. Stopping one instance while clients connect sends new sessions to the others, with no
+client refused once HAProxy's check has noticed.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, EchoServer, ProxyProcess, free_port, wait_until
+from test_tokenredis import PASSWORD, RedisServer
 from test_upgrade import Prober
 
 HAPROXY = "/usr/sbin/haproxy"
 CONTRIB = ROOT / "contrib" / "haproxy" / "haproxy.cfg"
 CLIENT = "127.0.0.2"  # clients connect from here; HAProxy from 127.0.0.1
 INSTANCES = 3
-SESSION_LINE = re.compile(rf"peer={re.escape(CLIENT)}:\d+ proto=rfc6455")
+TOKEN = "console-7"
 
 
 def derive_config(tmp: Path, front: int, servers: list[tuple[int, int]]) -> Path:
@@ -103,20 +106,34 @@ class Cluster:
     url: str
     instances: list[ProxyProcess]
     haproxy: HAProxy
+    target: str
 
     def sessions(self) -> list[int]:
-        """Sessions from CLIENT each instance has logged (so it saw the real client)."""
-        return [len(SESSION_LINE.findall(proxy.log)) for proxy in self.instances]
+        """Sessions each instance relayed from CLIENT (it saw the real client) to the target."""
+        line = re.compile(rf"peer={re.escape(CLIENT)}:\d+ proto=rfc6455 .*target={self.target} ")
+        return [len(line.findall(proxy.log)) for proxy in self.instances]
 
 
 @pytest.fixture
 def cluster(run_proxy, echo_server: EchoServer, tmp_path: Path) -> Iterator[Cluster]:
+    store = RedisServer(tmp_path)
+    try:
+        yield from _cluster(run_proxy, store, echo_server, tmp_path)
+    finally:
+        store.close()
+
+
+def _cluster(
+    run_proxy: type[ProxyProcess], store: RedisServer, echo_server: EchoServer, tmp_path: Path
+) -> Iterator[Cluster]:
+    store.client.set(TOKEN, echo_server.address)  # written once, for every instance
     servers = [(free_port(), free_port()) for _ in range(INSTANCES)]
     instances = [
         run_proxy(
             [
                 f"127.0.0.1:{port}",
-                echo_server.address,
+                "--token-plugin=TokenRedis",
+                f'--token-source=127.0.0.1:{store.port}:0:"{PASSWORD}"',
                 "--trusted-proxies=127.0.0.1",
                 f"--metrics-listen=127.0.0.1:{metrics}",
                 "--graceful-timeout=1",
@@ -126,10 +143,11 @@ def cluster(run_proxy, echo_server: EchoServer, tmp_path: Path) -> Iterator[Clus
     ]
     front = free_port()
     with run_haproxy(derive_config(tmp_path, front, servers), front) as haproxy:
-        yield Cluster(f"ws://127.0.0.1:{front}/", instances, haproxy)
+        url = f"ws://127.0.0.1:{front}/?token={TOKEN}"
+        yield Cluster(url, instances, haproxy, echo_server.address)
 
 
-def test_every_instance_serves_the_real_client(cluster: Cluster) -> None:
+def test_a_token_written_once_reaches_the_target_from_every_instance(cluster: Cluster) -> None:
     prober = Prober(cluster.url, source=CLIENT)
     prober.start()
     try:
