@@ -189,16 +189,19 @@ def test_workers(
     assert "upgrade: draining workers=2" in proxy.log
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_wrapped_program_is_handed_over(
-    run_proxy: type[ProxyProcess], tmp_path: Path, pids: list[int]
+    run_proxy: type[ProxyProcess], tmp_path: Path, pids: list[int], workers: str
 ) -> None:
     port = free_port()
     pid_file = tmp_path / "w.pid"
     program = ["socat", f"TCP-LISTEN:{port},reuseaddr,fork", "EXEC:cat"]
-    proxy = run_proxy(["--pid-file", str(pid_file), f"127.0.0.1:{port}", "--", *program])
+    args = ["--workers", workers, "--pid-file", str(pid_file)]
+    proxy = run_proxy([*args, f"127.0.0.1:{port}", "--", *program])
     program_pid = int(proxy.wait_log(r"wrap started name=socat pid=(\d+)").group(1))
     new_pid = upgrade_foreground(proxy, pid_file, pids)
-    proxy.wait_log(rf" {new_pid} INFO wsproxy.wrap: wrap adopted name=socat pid={program_pid} ")
+    adopter = new_pid if workers == "1" else r"\d+"  # the new master's keeper under --workers
+    proxy.wait_log(rf" {adopter} INFO wsproxy.wrap: wrap adopted name=socat pid={program_pid} ")
     assert running(program_pid)  # not restarted: the same program serves on
     assert proxy.log.count("wrap started") == 1
 

@@ -22,6 +22,7 @@ from docopt import DocoptExit, docopt
 from wsproxy import __version__, record
 from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
 from wsproxy.errors import ConfigError, StartupError
+from wsproxy.keeperlink import KeeperLink
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
 from wsproxy.reload import ConfigReader, reload_server
@@ -235,6 +236,7 @@ def run(
         reports = [r for r in (readiness, handover.readiness) if r is not None]
         if settings.workers > 1:
             companion: Callable[[], int] | None = None
+            keeper: KeeperLink | None = None
             run_program = True
             program = server.wrapped
             if program is not None:
@@ -242,7 +244,10 @@ def run(
                 program.slot = PortSlot()
                 if files:
                     program.env = files.program_env
-                companion = partial(keep_program, program, server.server_port, server.socket)
+                keeper = KeeperLink()
+                companion = partial(
+                    keep_program, program, server.server_port, server.socket, keeper
+                )
                 run_program = False
             master: Callable[..., Arbiter] = Arbiter
             if files:  # one endpoint for all processes, served by a child of the master
@@ -255,7 +260,7 @@ def run(
                 graceful_timeout=settings.graceful_timeout,
                 reload=partial(reload_server, server, reader) if reader else reopen_log_files,
                 companion=companion,
-                upgrade=partial(upgrade_master, server, reader) if reader else None,
+                upgrade=partial(upgrade_master, server, reader, keeper) if reader else None,
                 ready=partial(_master_ready, server, reports),
             )
             freeze_startup_objects()  # before the fork: the workers inherit it
@@ -275,12 +280,17 @@ def run(
             files.remove()
 
 
-def keep_program(program: WrappedProgram, listen_port: int, listener: Any) -> int:
-    """The master's keeper of a wrapped program under ``--workers``: run it, log its output.
-    It serves no client, so it drops its copy of the listening socket: once the master and the
-    workers close theirs, the port refuses connections instead of queueing them for nobody."""
+def keep_program(
+    program: WrappedProgram, listen_port: int, listener: Any, keeper: KeeperLink | None = None
+) -> int:
+    """The master's keeper of a wrapped program under ``--workers``: run it, log its output,
+    and hand it over when the master upgrades (``keeper``). It serves no client, so it drops
+    its copy of the listening socket: once the master and the workers close theirs, the port
+    refuses connections instead of queueing them for nobody."""
     listener.close()
     gevent.signal_handler(signal.SIGHUP, reopen_log_files)
+    if keeper is not None:
+        gevent.spawn(keeper.serve, program)
     return program.keep(listen_port)
 
 

@@ -12,7 +12,8 @@ then does the old process stop accepting; its open sessions run on until they en
 
 A wrapped program is handed over, not restarted: its pid, moved port and output pipes go to the
 new process, which relays to it, logs its output and watches for its exit (see
-:mod:`wsproxy.adopt`).
+:mod:`wsproxy.adopt`); under ``--workers`` the master asks the program's keeper for them
+(:mod:`wsproxy.keeperlink`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import gevent.select
 import gevent.socket
 
 from wsproxy.daemon import MAX_REPORT_BYTES, READY_TIMEOUT, READY_WORD, Readiness
+from wsproxy.keeperlink import KeeperLink
 from wsproxy.metrics import Metrics
 from wsproxy.reload import ConfigReader
 
@@ -195,23 +197,25 @@ def _read_report(fd: int, wait_readable: Callable[[int, float], bool], timeout: 
     return report
 
 
-def plan_copy(server: WSProxy, reader: ConfigReader, *, master: bool = False) -> NewCopy | str:
-    """What the new copy of ``server``'s process gets, or why there can be no upgrade."""
+def plan_copy(
+    server: WSProxy, reader: ConfigReader, keeper: KeeperLink | None = None
+) -> NewCopy | str:
+    """What the new copy of ``server``'s process gets, or why there can be no upgrade. Under
+    ``--workers`` the wrapped program's ``keeper`` says what to hand over of it."""
     settings = server.settings
     if server.handed_over:
         return "this process has handed over to a new one already and is draining"
     if settings.inetd or settings.run_once:
         return "not with inetd or run_once: there is no port to hand over"
-    if master and server.wrapped is not None:
-        return (
-            "not with --workers and a wrapped program: the program's keeper process cannot "
-            "hand it over (README: Upgrading in place); restart instead"
-        )
     fds = {LISTEN_FD_ENV: int(server.socket.fileno())}
     metrics_fd = server.metrics.fileno()
     if metrics_fd is not None:
         fds[METRICS_FD_ENV] = metrics_fd
-    wrap = server.wrapped.handover() if server.wrapped is not None else None
+    wrap = None
+    if keeper is not None:
+        wrap = keeper.ask()
+    elif server.wrapped is not None:
+        wrap = server.wrapped.handover()
     return NewCopy(reader.argv, reader.cwd, fds, wrap)
 
 
@@ -242,10 +246,13 @@ def take_over(server: WSProxy, handover: Handover) -> None:
         server.wrapped.adopt(*handover.wrap)
 
 
-def upgrade_master(server: WSProxy, reader: ConfigReader) -> bool:
-    """SIGUSR2 in the ``--workers`` master: start the new copy, True once it is ready."""
-    copy = plan_copy(server, reader, master=True)
+def upgrade_master(server: WSProxy, reader: ConfigReader, keeper: KeeperLink | None = None) -> bool:
+    """SIGUSR2 in the ``--workers`` master: start the new copy, True once it is ready; the
+    ``keeper`` of a wrapped program then lets go of it (else keeps it)."""
+    copy = plan_copy(server, reader, keeper)
     reason = copy if isinstance(copy, str) else start_new_copy(copy, _readable)
+    if keeper is not None:
+        keeper.answer(release=reason is None)
     if reason is not None:
         log.error("upgrade failed, still serving: %s", reason)
         return False

@@ -355,7 +355,7 @@ class Arbiter:
             return False
         self.companion_pid = None
         code = status_of(os.waitstatus_to_exitcode(status))
-        if not self._stopping:
+        if not self._stopping and not self.upgraded:  # else it handed its program over
             log.info("companion exited status=%s, stopping", describe_status(status))
             self.exit_status = code
             self._stopping = True

@@ -226,18 +226,18 @@ class WrappedProgram:
             self._supervisor.kill(block=False)
         gevent.killall(self._readers, block=False)
         self.proc = None
+        self._wake.set()  # keep() returns: the program is the new process's now
 
     def keep(self, listen_port: int) -> int:
         """Run the program in this process until SIGTERM/SIGINT or, in exit mode, until it exits;
         returns the program's status (exit mode) or 0. This is the body of the process that owns
         the program under ``--workers``: workers only connect (see :attr:`slot`).
         """
-        done = gevent.event.Event()
-        self.on_exit = lambda status: done.set()
+        self.on_exit = lambda status: self._wake.set()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(signum, done.set)
+            gevent.signal_handler(signum, self._wake.set)
         self.start(listen_port)
-        done.wait()
+        self._wake.wait()
         self.stop()
         return self.exit_status or 0
 
