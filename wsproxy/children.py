@@ -2,12 +2,16 @@
 the pre-fork master (:mod:`wsproxy.workers`) both restart children that die and report how they
 ended.
 
-Pure arithmetic: the callers measure time and wait; nothing here touches a process or a clock.
+Pure functions: the callers measure time and wait; nothing here touches a process or a clock.
 """
 
 from __future__ import annotations
 
-__all__ = ["Backoff", "status_of"]
+import contextlib
+import os
+import signal
+
+__all__ = ["Backoff", "describe_status", "status_of"]
 
 
 def status_of(returncode: int) -> int:
@@ -40,3 +44,13 @@ class Backoff:
         delay = self._next
         self._next = min(self._next * 2, self.cap)
         return delay
+
+
+def describe_status(status: int) -> str:
+    """``exit 0`` or ``signal SIGKILL`` for a status from ``os.waitpid``."""
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+        return f"signal {-code}"
+    return f"exit {code}"

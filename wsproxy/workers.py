@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 
 import gevent
 
-from wsproxy.children import Backoff, status_of
+from wsproxy.children import Backoff, describe_status, status_of
 
 __all__ = [
     "KILL_WAIT",
@@ -423,16 +423,6 @@ class Arbiter:
     def _reaped_all(self) -> bool:
         self._reap()
         return not self.workers
-
-
-def describe_status(status: int) -> str:
-    """``exit 0`` or ``signal SIGKILL`` for a status from ``os.waitpid``."""
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"signal {signal.Signals(-code).name}"
-        return f"signal {-code}"
-    return f"exit {code}"
 
 
 def _stop_when_orphaned(master: int) -> None:

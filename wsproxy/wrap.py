@@ -181,7 +181,7 @@ class WrappedProgram:
         self._supervisor: gevent.Greenlet | None = None
         self._readers: list[gevent.Greenlet] = []
         self._stopper: gevent.Greenlet | None = None
-        self._wake = gevent.event.Event()
+        self._wake = gevent.event.Event()  # set when keeping the program ends: stop, release
         self._adopted: tuple[int, int, int, int] | None = None
 
     # -- life cycle --
