@@ -316,19 +316,16 @@ class WSProxy(StreamServer):
             self._stopper = gevent.spawn(self._stop, time.monotonic() + timeout)
         self._stopper.join()
 
-    def start_accepting(self) -> None:
-        # gevent resumes accepting when a full pool frees a slot: never after a hand-over.
-        if not self.handed_over:
-            super().start_accepting()
-
     def drain(self) -> None:
         """After an upgrade (the new process serves): stop accepting, give up the metrics port,
         and let the open sessions run until they end or ``upgrade_drain_timeout``; then stop as
         on SIGTERM, without stopping the wrapped program (it was handed over)."""
         if self._drainer is not None or self._stopper is not None:
             return
-        self.handed_over = True
+        self.handed_over = self._retired = True  # _retired: accepting never starts again
         self.stop_accepting()
+        if self.listener is not None:
+            self.listener.unix_path = None  # a UNIX socket file is the new process's now
         self.metrics.stop()
         self._drainer = gevent.spawn(self._drain)
 

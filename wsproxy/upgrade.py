@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -34,8 +35,10 @@ import gevent.socket
 
 from wsproxy.daemon import MAX_REPORT_BYTES, READY_TIMEOUT, READY_WORD, Readiness
 from wsproxy.keeperlink import KeeperLink
+from wsproxy.listeners import Listener
 from wsproxy.metrics import Metrics
 from wsproxy.reload import ConfigReader
+from wsproxy.settings import format_address
 
 if TYPE_CHECKING:
     from wsproxy.server import WSProxy
@@ -239,7 +242,16 @@ def _gevent_readable(fd: int, timeout: float) -> bool:
 def take_over(server: WSProxy, handover: Handover) -> None:
     """After an upgrade: serve on the sockets the old process handed over instead of binding."""
     if handover.listen_fd is not None:
-        server.set_listener(gevent.socket.socket(fileno=handover.listen_fd))
+        sock = gevent.socket.socket(fileno=handover.listen_fd)
+        where = sock.getsockname()
+        if sock.family == socket.AF_UNIX:  # this process removes the file when it exits
+            inode, pid = os.stat(where).st_ino, os.getpid()
+            name = format_address(where)
+            listener = Listener(sock, name, unix_path=where, unix_inode=inode, owner_pid=pid)
+        else:
+            listener = Listener(sock, format_address(where))
+        server.listener = listener
+        server.set_listener(sock)
     if handover.metrics_fd is not None and isinstance(server.metrics, Metrics):
         server.metrics.listener = gevent.socket.socket(fileno=handover.metrics_fd)
     if handover.wrap is not None and server.wrapped is not None:
