@@ -22,16 +22,16 @@ from docopt import DocoptExit, docopt
 from wsproxy import __version__, record
 from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
 from wsproxy.errors import ConfigError, StartupError
-from wsproxy.keeperlink import KeeperLink
+from wsproxy.keeperlink import KeeperLink, keep_program
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
-from wsproxy.reload import ConfigReader, reload_server
+from wsproxy.reload import ConfigReader, reload_server, reload_tokens
 from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
 from wsproxy.tuning import freeze_startup_objects, lighten_greenlets, lighten_logging
 from wsproxy.upgrade import Handover, take_over, upgrade_master, upgrade_server
 from wsproxy.workermetrics import MetricsArbiter, ValueFiles
 from wsproxy.workers import Arbiter
-from wsproxy.wrap import PortSlot, WrappedProgram
+from wsproxy.wrap import PortSlot
 
 if TYPE_CHECKING:
     from wsproxy.server import WSProxy
@@ -280,20 +280,6 @@ def run(
             files.remove()
 
 
-def keep_program(
-    program: WrappedProgram, listen_port: int, listener: Any, keeper: KeeperLink | None = None
-) -> int:
-    """The master's keeper of a wrapped program under ``--workers``: run it, log its output,
-    and hand it over when the master upgrades (``keeper``). It serves no client, so it drops
-    its copy of the listening socket: once the master and the workers close theirs, the port
-    refuses connections instead of queueing them for nobody."""
-    listener.close()
-    gevent.signal_handler(signal.SIGHUP, reopen_log_files)
-    if keeper is not None:
-        gevent.spawn(keeper.serve, program)
-    return program.keep(listen_port)
-
-
 def serve(
     server: WSProxy,
     *reports: Readiness,
@@ -322,7 +308,7 @@ def serve(
             gevent.spawn(reload_server, server, reader, announce=not worker)
             return
         reopen_log_files()
-        gevent.spawn(_reload_tokens, server)
+        gevent.spawn(reload_tokens, server)
 
     def on_usr2() -> None:
         if worker:
@@ -351,13 +337,6 @@ def _master_ready(server: WSProxy, reports: list[Readiness]) -> None:
     _log_listening(server)
     for report in reports:
         report.ready()
-
-
-def _reload_tokens(server: WSProxy) -> None:
-    try:
-        server.reload()
-    except ConfigError as exc:
-        log.error("reload failed, keeping the previous tokens: %s", exc)
 
 
 def _load(argv: Sequence[str]) -> Settings:

@@ -1,7 +1,7 @@
 """The line between a ``--workers`` master and the keeper of its wrapped program, for an upgrade.
 
 Under ``--workers`` the wrapped program is the child of one more process forked by the master
-(the keeper, :func:`wsproxy.cli.keep_program`), so only the keeper holds the program's output
+(the keeper, :func:`keep_program`), so only the keeper holds the program's output
 pipes. On SIGUSR2 the master asks the keeper over a socket pair made before the fork; the keeper
 answers with the program's pid and moved port, and its output pipes as ``SCM_RIGHTS``
 descriptors, which the master hands to the new master (:mod:`wsproxy.upgrade`). Once that one is
@@ -14,13 +14,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import signal
 import socket
+from typing import Any
 
+import gevent
 import gevent.socket
 
+from wsproxy.logs import reopen_log_files
 from wsproxy.wrap import WrappedProgram
 
-__all__ = ["ANSWER_TIMEOUT", "KeeperLink"]
+__all__ = ["ANSWER_TIMEOUT", "KeeperLink", "keep_program"]
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +91,17 @@ class KeeperLink:
                     program.release()
                     log.info("wrap handed over name=%s pid=%d", program.name, pid)
                     return
+
+
+def keep_program(
+    program: WrappedProgram, listen_port: int, listener: Any, keeper: KeeperLink | None = None
+) -> int:
+    """The master's keeper of a wrapped program under ``--workers``: run it, log its output,
+    and hand it over when the master upgrades (``keeper``). It serves no client, so it drops
+    its copy of the listening socket: once the master and the workers close theirs, the port
+    refuses connections instead of queueing them for nobody."""
+    listener.close()
+    gevent.signal_handler(signal.SIGHUP, reopen_log_files)
+    if keeper is not None:
+        gevent.spawn(keeper.serve, program)
+    return program.keep(listen_port)

@@ -26,7 +26,7 @@ from wsproxy.settings import SETTINGS, SETTINGS_BY_NAME, Settings, format_value
 if TYPE_CHECKING:
     from wsproxy.server import WSProxy
 
-__all__ = ["ConfigReader", "Reconciled", "reconcile", "reload_server"]
+__all__ = ["ConfigReader", "Reconciled", "reconcile", "reload_server", "reload_tokens"]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +121,11 @@ def reload_server(server: WSProxy, reader: ConfigReader, *, announce: bool = Tru
             log.warning("reload: %s changed, which needs a restart; keeping the old value", name)
     log.info("reloaded targets=%s changed=%s", server.targets.describe(), plan.describe())
     return True
+
+
+def reload_tokens(server: WSProxy) -> None:
+    """SIGHUP without a configuration to re-read (a library server): the token source only."""
+    try:
+        server.reload()
+    except ConfigError as exc:
+        log.error("reload failed, keeping the previous tokens: %s", exc)
