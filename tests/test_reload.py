@@ -5,6 +5,7 @@ and one log line names the file and the key; restart-only settings keep their ru
 
 from __future__ import annotations
 
+import base64
 import signal
 import socket
 import ssl
@@ -125,3 +126,26 @@ def test_origin_added_to_the_file_gets_101_and_restart_only_change_is_kept(
     assert "origins='https://a.example https://b.example'" in reloaded
     assert "key_password=(hidden)" in reloaded
     assert "hunter2" not in proxy.log
+
+
+def test_new_auth_source_applies_to_new_clients(
+    run_proxy, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    ini = tmp_path / "w.ini"
+    write_ini(ini, echo_server.address, auth_plugin="BasicHTTPAuth", auth_source="ann:old")
+    proxy = run_proxy(["-c", "w.ini"], cwd=tmp_path)
+
+    def status(user_password: str) -> int:
+        token = base64.b64encode(user_password.encode()).decode()
+        try:
+            with connect(proxy.url, additional_headers={"Authorization": f"Basic {token}"}):
+                return 101
+        except InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert (status("ann:old"), status("ann:new")) == (101, 401)
+    write_ini(ini, echo_server.address, auth_plugin="BasicHTTPAuth", auth_source="ann:new")
+    proxy.proc.send_signal(signal.SIGHUP)
+    proxy.wait_log(r"reloaded targets=.* changed=auth_source=\(hidden\)$")
+    assert (status("ann:old"), status("ann:new")) == (401, 101)
+    assert "ann:new" not in proxy.log

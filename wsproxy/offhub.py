@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 import gevent
 from gevent.threadpool import ThreadPool
 
-__all__ = ["OffHub", "TimedOut"]
+__all__ = ["OffHub", "TimedOut", "share_pool"]
 
 T = TypeVar("T")
 
@@ -58,3 +58,11 @@ def _outcome(func: Callable[..., Any], args: Any, kwargs: Any) -> tuple[bool, An
         return False, func(*args, **kwargs)
     except Exception as exc:
         return True, exc
+
+
+def share_pool(new: Any, old: Any) -> None:
+    """A plug-in runner rebuilt by a reload (auth, token lookup) takes over the thread pool of
+    the one it replaces, so that reloads do not pile up threads (calls running finish in it)."""
+    pool = getattr(old, "pool", None)
+    if isinstance(pool, OffHub) and isinstance(getattr(new, "pool", None), OffHub):
+        new.pool = pool

@@ -28,6 +28,7 @@ from wsproxy.heartbeat import Heartbeat
 from wsproxy.lifetime import Lifetime
 from wsproxy.listeners import Listener, open_listener
 from wsproxy.metrics import open_metrics
+from wsproxy.offhub import share_pool
 from wsproxy.plugins.tokens import load_lookup
 from wsproxy.protocol.forwarded import TrustedProxies
 from wsproxy.record import Recordings
@@ -155,21 +156,22 @@ class WSProxy(StreamServer):
         return context
 
     def reload(self, settings: Settings | None = None) -> None:
-        """SIGHUP. Without ``settings``: re-read the token source. With them (re-read from the
-        files by :mod:`wsproxy.reload`, restart-only rows already kept): build everything the
-        next sessions use from them, and only if all of it builds, switch to it. Open sessions
-        keep the context they started with.
-
-        Raises:
-            ConfigError: a file the settings name is bad; nothing was changed.
-        """
+        """SIGHUP: re-read the token source; or, given ``settings`` (:mod:`wsproxy.reload`),
+        build all the next sessions use from them and switch to it only if all of it builds
+        (raises ConfigError, nothing changed). Open sessions keep their context."""
         if settings is None:
             self.targets.reload()
             log.info("reloaded targets=%s", self.targets.describe())
             return
-        frontdoor = FrontDoor(settings)  # certificate, key, CA files, web root: read again
+        auth = Authenticator(settings) if settings.auth_plugin else None  # its source again
+        share_pool(auth, self.auth)
+        web_auth = auth.check_web if auth is not None and settings.web_auth else None
+        # certificate, key, CA files, web root: read again
+        frontdoor = FrontDoor(settings, web_auth=web_auth)
         trusted = _trusted_proxies(settings)
-        targets = self.targets if self.wrapped is not None else self.make_targets(settings)
+        targets = self.make_targets(settings)
+        if isinstance(targets, TokenTargets) and isinstance(self.targets, TokenTargets):
+            share_pool(targets.lookup, self.targets.lookup)
         recordings = self.recordings
         if settings.record != self.settings.record:
             recordings = Recordings(settings.record) if settings.record else None
@@ -180,7 +182,7 @@ class WSProxy(StreamServer):
             self._old_pools = [p for p in (*self._old_pools, self.pool) if p]
             self.set_spawn(Pool(settings.max_connections or None))
         self.settings, self.frontdoor, self.trusted_proxies = settings, frontdoor, trusted
-        self.targets, self.recordings = targets, recordings
+        self.targets, self.recordings, self.auth = targets, recordings, auth
         self._context = None  # the next session gets one built from the above
         if idle_changed and self._sweeper is not None:
             self._sweeper.kill(block=False)
