@@ -128,6 +128,7 @@ class ConnectionSettings:
         "send a ping every INTERVAL seconds; a client that answered nothing within another "
         "INTERVAL is closed",
         meta="INTERVAL",
+        restart=True,  # one sweeper greenlet, started with the server at this interval
     )
     permessage_deflate: bool = declare(
         False,
