@@ -24,6 +24,7 @@ class TokenAPI(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.targets: dict[str, str] = {}
         self.paths: list[str] = []
+        self.authorizations: list[str | None] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -34,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.paths.append(self.path)
         kind, _, token = self.path.lstrip("/").partition("/")
+        self.server.authorizations.append(self.headers.get("Authorization"))
         if token.startswith("slow"):
             time.sleep(TokenAPI.SLOW)
         target = self.server.targets.get(token)
@@ -85,6 +87,19 @@ def test_answers_are_cached_briefly(run_proxy, api: TokenAPI) -> None:
     for _ in range(2):  # "not found" is not cached: a token created next is found at once
         assert upgrade_status(proc.port, "/?token=new")[0] == 404
     assert api.paths == ["/json/vnc", "/json/new", "/json/new"]
+
+
+def test_credentials_in_the_url_are_basic_auth_and_never_shown(run_proxy, api: TokenAPI) -> None:
+    url = api.url.replace("http://", "http://ops:s%%40cret@")
+    proc = run_proxy(
+        ["--token-plugin", "BaseTokenAPI", "--token-source", f"{url}/text/%s", "127.0.0.1:0"]
+    )
+    assert echo_once(f"ws://127.0.0.1:{proc.port}/?token=vnc", b"api") == b"api"
+    assert api.paths == ["/text/vnc"]
+    assert api.authorizations == ["Basic b3BzOnNAY3JldA=="]  # base64 of ops:s@cret
+    host = api.url.removeprefix("http://")
+    assert f"by token from {host} (BaseTokenAPI)" in proc.log
+    assert "cret" not in proc.log and "ops:" not in proc.log
 
 
 def test_the_token_cannot_change_the_url(run_proxy, api: TokenAPI) -> None:

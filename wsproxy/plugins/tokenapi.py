@@ -6,11 +6,14 @@ library (it runs in a lookup thread: see :mod:`wsproxy.plugins.tokens`), bounded
 ``API_TIMEOUT``; an answer is kept for ``CACHE_TTL`` seconds so that a client's reconnects (noVNC
 retries at once) do not each cost a request. The token is percent-encoded into the URL, so it
 cannot change the URL's path or query. A 4xx answer means "not found" (404 to the client), a
-5xx or no answer a failed lookup (502).
+5xx or no answer a failed lookup (502). User info in the URL (``http://user:pass@host/%s``) is
+sent as Basic auth, as websockify's ``requests`` does; it is taken out of the URL at start, so no
+log line or error message can show the password.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -19,7 +22,7 @@ import urllib.request
 from collections import OrderedDict
 from email.message import Message
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from wsproxy.errors import ConfigError
 from wsproxy.settings.values import parse_target
@@ -69,7 +72,7 @@ class BaseTokenAPI:
                 key="token_source",
                 expected=SOURCE_FORM,
             ) from None
-        self.source = source
+        self.source, self._authorization = _split_credentials(source)
         self._cache: OrderedDict[str, tuple[float, object]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -98,7 +101,10 @@ class BaseTokenAPI:
 
     def fetch(self, url: str) -> Response:
         """One GET; an HTTP error status is an answer too."""
-        request = urllib.request.Request(url, headers={"Accept": "application/json, text/plain"})
+        headers = {"Accept": "application/json, text/plain"}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+        request = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=API_TIMEOUT) as answer:
                 return Response(answer.status, answer.read(MAX_ANSWER), answer.headers)
@@ -109,6 +115,18 @@ class BaseTokenAPI:
     def process_result(self, resp: Response) -> object:
         """The target in a 2xx answer: ``host:port`` (IPv6 as ``[::1]:PORT`` or ``::1:PORT``)."""
         return parse_target(resp.text.strip())
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without its user info, and that user info as a Basic ``Authorization`` value."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    # As websockify does: ``%`` formatting first (``%%`` is ``%``), then percent-decoding.
+    user, _, password = userinfo.replace("%%", "%").partition(":")
+    pair = f"{unquote(user)}:{unquote(password)}".encode()
+    return urlunsplit(parts._replace(netloc=hostport)), "Basic " + base64.b64encode(pair).decode()
 
 
 class JSONTokenApi(BaseTokenAPI):
