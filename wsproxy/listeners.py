@@ -4,7 +4,8 @@
 
 A listen *host name* binds the first address it resolves to, IPv4 first as websockify sorts them,
 IPv6 first with ``-6``. A bare port binds ``[::]`` with IPv6-only off,
-so it serves both families: a superset of websockify, whose bare port is IPv4 only.
+so it serves both families: a superset of websockify, whose bare port is IPv4 only. On a kernel
+without IPv6 it binds ``0.0.0.0``, as websockify does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_UNIX_MODE = 0o600  # websockify's default for --unix-listen: the owner only
 INETD_FD = 0
+NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)  # a kernel or host without IPv6
 
 
 @dataclass
@@ -60,24 +62,36 @@ def open_listener(settings: Settings, backlog: int) -> Listener:
     if settings.unix_listen:
         return _unix(settings.unix_listen, settings.unix_listen_mode, backlog)
     assert settings.listen is not None
-    family, address = _resolve(settings.listen, settings.prefer_ipv6)
+    host, port = settings.listen
+    if host:
+        sock = _bind(*_resolve(settings.listen, settings.prefer_ipv6), backlog)
+    else:
+        try:
+            sock = _bind(socket.AF_INET6, ("::", port), backlog, dual_stack=True)
+        except OSError as exc:
+            if exc.errno not in NO_IPV6:
+                raise
+            log.info("no IPv6 here (%s): listening on IPv4 only", exc.strerror or exc)
+            sock = _bind(socket.AF_INET, ("0.0.0.0", port), backlog)
+    return Listener(sock, format_address(sock.getsockname()))
+
+
+def _bind(family: int, address: Any, backlog: int, *, dual_stack: bool = False) -> Any:
     sock = gevent.socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and not settings.listen[0]:
+        if dual_stack:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
         sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
-    return Listener(sock, format_address(sock.getsockname()))
+    return sock
 
 
 def _resolve(listen: Address, prefer_ipv6: bool) -> tuple[int, Any]:
     host, port = listen
-    if not host:
-        return socket.AF_INET6, ("::", port)
     family = family_of(host)
     if family is not None:
         return family, (host, port)
