@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WSPROXY, EchoServer, ProxyProcess, free_port, run_wsproxy
+from conftest import WSPROXY, EchoServer, ProxyProcess, run_wsproxy
 from conftest import ws_echo as echo
 from websockets.asyncio.client import unix_connect
 from websockets.sync.client import connect
@@ -115,8 +115,8 @@ def test_target_name_resolving_to_both_families(
 def test_listen_name_resolving_to_both_families(
     run_proxy, dual_stack_name, echo_server: EchoServer, flags, bound: str, other: str
 ) -> None:
-    port = free_port()
-    proxy = run_proxy([*flags, f"{DUAL}:{port}", echo_server.address], env=dual_stack_name)
+    proxy = run_proxy([*flags, f"{DUAL}:0", echo_server.address], env=dual_stack_name)
+    port = proxy.port
     assert proxy.host == bound
     shown = f"[{bound}]" if ":" in bound else bound
     assert echo(f"ws://{shown}:{port}/") == b"ping"
@@ -142,9 +142,8 @@ def test_unix_target_served_by_the_wrapped_program(run_proxy, tmp_path: Path) ->
     """jupyter-remote-desktop-proxy's form: websockify ... --unix-target SOCK PORT -- vncserver
     ... -rfbunixpath SOCK. Here the program is socat serving an echo on the UNIX socket."""
     sock = tmp_path / "vnc.sock"
-    port = free_port()
     program = ["socat", f"UNIX-LISTEN:{sock},fork", "EXEC:cat"]
-    proxy = run_proxy(["--unix-target", str(sock), str(port), "--", *program])
+    proxy = run_proxy(["--unix-target", str(sock), "0", "--", *program])
     proxy.wait_log(r"wrap started name=socat")
     assert echo(proxy.url, b"over unix") == b"over unix"  # waits for the socket to appear
     proxy.wait_log(rf"open peer=\S+ .*target=unix:{sock} ")

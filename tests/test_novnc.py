@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -20,10 +21,26 @@ from pathlib import Path
 
 import pytest
 from chromium import Chromium
-from conftest import WSPROXY, free_port, wait_until
+from conftest import WSPROXY, wait_until
 
 NOVNC_PROXY = Path("/usr/share/novnc/utils/novnc_proxy")
 WIDTH, HEIGHT = 320, 200
+
+
+def free_port() -> int:
+    """A port free on both 127.0.0.1 and [::] (novnc_proxy and Xvnc take a number, not 0; a
+    bare port binds both families), checked by binding both."""
+    for _ in range(20):
+        with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+            v4.bind(("127.0.0.1", 0))
+            port = v4.getsockname()[1]
+            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                v6.bind(("::", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail("no port free on both 127.0.0.1 and [::]")
 
 
 @pytest.fixture
