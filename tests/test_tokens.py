@@ -13,13 +13,23 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EchoServer, echo_once, refused_start, upgrade_status
+from conftest import (
+    EchoServer,
+    echo_once,
+    raw_connect,
+    read_http_head,
+    read_until_closed,
+    refused_start,
+    upgrade_status,
+    wait_until,
+)
 from websockets.sync.client import connect
 
 from wsproxy.plugins.tokens import LOOKUP_THREADS
 
 # A custom plug-in written for websockify (its BasePlugin interface, blocking calls and all).
 CUSTOM_PLUGIN = '''
+import os
 import time
 
 
@@ -32,6 +42,8 @@ class StaticTokens(object):
 
     def lookup(self, token):
         if token == "slow":
+            with open(os.environ["SLOW_STARTED"], "a") as started:
+                started.write("started\\n")  # the test waits for the lookups to be under way
             time.sleep(20)
         if token == "boom":
             raise RuntimeError("backend down")
@@ -54,7 +66,7 @@ class Broken(object):
 def plugin_path(tmp_path: Path) -> dict[str, str]:
     """A PYTHONPATH with the user's plug-in module ``myplugins``."""
     (tmp_path / "myplugins.py").write_text(CUSTOM_PLUGIN)
-    return {"PYTHONPATH": str(tmp_path)}
+    return {"PYTHONPATH": str(tmp_path), "SLOW_STARTED": str(tmp_path / "slow-started")}
 
 
 def test_custom_websockify_plugin_runs_unchanged(run_proxy, plugin_path, echo_server) -> None:
@@ -105,22 +117,28 @@ def test_a_hanging_lookup_gets_502_and_other_clients_go_on(
             answers.append(answer)
             done["slow"] = min(done.get("slow", float("inf")), time.monotonic())
 
-    def hang(count: int) -> list[threading.Thread]:
+    started = Path(plugin_path["SLOW_STARTED"])
+
+    def hang(count: int, running: int) -> list[threading.Thread]:
+        """``count`` more slow clients; returns once ``running`` slow lookups are under way."""
         threads = [threading.Thread(target=slow) for _ in range(count)]
         for thread in threads:
             thread.start()
-        time.sleep(0.3)  # the slow lookups are under way
+        wait_until(
+            lambda: started.exists() and len(started.read_text().split()) >= running,
+            what=f"{running} slow lookups to start",
+        )
         return threads
 
     with connect(f"ws://127.0.0.1:{proc.port}/?token=vnc", open_timeout=10) as open_ws:
-        hanging = hang(3)
+        hanging = hang(3, 3)
         open_ws.send(b"relayed")  # a session already relaying goes on
         assert open_ws.recv(timeout=5) == b"relayed"
         assert echo_once(f"ws://127.0.0.1:{proc.port}/?token=vnc", b"new") == b"new"  # and a new
         done["fast"] = time.monotonic()
         # Every lookup thread stuck, and more clients waiting for one: the same deadline holds
         # for the wait, and relaying sessions still go on.
-        hanging += hang(LOOKUP_THREADS)
+        hanging += hang(LOOKUP_THREADS, LOOKUP_THREADS)  # all threads busy, 3 clients waiting
         open_ws.send(b"still")
         assert open_ws.recv(timeout=5) == b"still"
         for thread in hanging:
@@ -128,9 +146,9 @@ def test_a_hanging_lookup_gets_502_and_other_clients_go_on(
     assert "slow" in done and done["fast"] < done["slow"]
     assert answers == [(502, b"token lookup timed out after 2 s\n")] * (LOOKUP_THREADS + 3)
     proc.wait_log(r"token lookup timed out plugin=myplugins.StaticTokens token='slow' after=2s")
-    started = time.monotonic()
+    stopping = time.monotonic()
     assert proc.stop() == 0  # the threads still asleep in lookup() do not hold the exit
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - stopping < 5
 
 
 def test_host_header_as_token(run_proxy, tmp_path: Path) -> None:
@@ -148,6 +166,22 @@ def test_host_header_as_token(run_proxy, tmp_path: Path) -> None:
     assert upgrade_status(proc.port, "/", host="other:6080") == (404, b"unknown token 'other'\n")
     first.close()
     second.close()
+
+
+def test_a_target_urlsplit_refuses_still_gets_its_token(run_proxy, tmp_path: Path) -> None:
+    """An absolute-form target with a broken authority: the query is read all the same."""
+    path = tmp_path / "tokens"
+    path.write_text("b: 127.0.0.1:1\n")
+    proc = run_proxy(["--token-plugin", "TokenFile", "--token-source", str(path), "127.0.0.1:0"])
+    with raw_connect(proc.port) as sock:
+        sock.sendall(
+            b"GET http://[x/?token=a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        status, _, rest = read_http_head(sock)
+        assert (status, rest + read_until_closed(sock)) == (404, b"unknown token 'a'\n")
+    assert "Traceback" not in proc.log
 
 
 def test_websockify_module_names_load_the_builtins(run_proxy, tmp_path: Path, echo_server) -> None:

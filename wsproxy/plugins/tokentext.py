@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Sequence
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from wsproxy.protocol.handshake import Request
 from wsproxy.settings.values import parse_port, parse_target
@@ -84,7 +84,8 @@ def token_of(request: Request, *, host_token: bool = False) -> str | None:
         host = (request.header("Host") or "").strip()
         name = host[: host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
         return name or None
-    query = parse_qs(urlsplit(request.target).query)
+    # Not urlsplit: it raises on a bad authority (``http://[x/?token=a``), which is client input.
+    query = parse_qs(request.target.partition("#")[0].partition("?")[2])
     if query.get("token"):
         return query["token"][0].rstrip("\n")
     cookie_header = request.header("Cookie")
