@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WSPROXY, EchoServer, ProxyProcess, run_wsproxy
+from conftest import WSPROXY, EchoServer, ProxyProcess, run_wsproxy, wait_until
 from conftest import ws_echo as echo
 from websockets.asyncio.client import unix_connect
 from websockets.sync.client import connect
@@ -177,6 +178,22 @@ def test_unix_listen_with_its_mode(
     finally:
         assert proxy.stop() == 0, proxy.log
     assert not path.exists()  # removed on exit
+
+
+def test_unix_listen_as_a_daemon_removes_its_socket(
+    tmp_path: Path, echo_server: EchoServer
+) -> None:
+    path, pid_file, log_file = tmp_path / "ws.sock", tmp_path / "w.pid", tmp_path / "w.log"
+    args = ["-D", "--pid-file", str(pid_file), "--log-file", str(log_file)]
+    started = run_wsproxy([*args, "--unix-listen", str(path), echo_server.address], cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    pid = int(pid_file.read_text())
+    try:
+        assert asyncio.run(unix_echo(path, b"daemon")) == b"daemon"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pid_file.exists(), timeout=10, what="the daemon to stop")
+    assert not path.exists(), log_file.read_text()
 
 
 def test_unix_listen_with_workers(tmp_path: Path, echo_server: EchoServer) -> None:

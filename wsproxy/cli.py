@@ -231,6 +231,8 @@ def run(
                     file=sys.stderr,
                 )
             readiness = detach()
+            if server.listener is not None:
+                server.listener.adopt()  # the daemon removes a --unix-listen file, not its parent
         if pid_file:
             pid_file.commit()
         reports = [r for r in (readiness, handover.readiness) if r is not None]

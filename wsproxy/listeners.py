@@ -44,6 +44,12 @@ class Listener:
     unix_inode: int = 0  # ... identified by its inode, so a successor's file is left alone
     owner_pid: int = 0  # only the process that bound it removes it (not a forked worker)
 
+    def adopt(self) -> None:
+        """Make this process the owner: the daemon, after :func:`wsproxy.daemon.detach` forked
+        it from the process that bound the socket."""
+        if self.unix_path is not None:
+            self.owner_pid = os.getpid()
+
     def remove(self) -> None:
         """Remove our UNIX socket file, if this process created it and it is still ours."""
         if self.unix_path is None or os.getpid() != self.owner_pid:
