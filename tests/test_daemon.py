@@ -278,12 +278,13 @@ def _pid_of_finished() -> int:
     return proc.pid
 
 
+@pytest.mark.parametrize("plugin", [[], ["--token-plugin", "websockify.token_plugins.TokenFile"]])
 def test_relative_paths_still_name_the_same_files_after_detaching(
-    start_daemon, tmp_path: Path, echo_server: EchoServer
+    start_daemon, tmp_path: Path, echo_server: EchoServer, plugin: list[str]
 ) -> None:
     tokens = tmp_path / "tokens.txt"
     tokens.write_text(f"first: {echo_server.address}\n")
-    daemon = start_daemon("--token-source", "tokens.txt", target=())
+    daemon = start_daemon(*plugin, "--token-source", "tokens.txt", target=())
     echo_once_to(f"ws://127.0.0.1:{daemon.port}/?token=first")
     tokens.write_text(f"first: {echo_server.address}\nsecond: {echo_server.address}\n")
     os.kill(daemon.pid, signal.SIGHUP)  # re-read from "/" as cwd: only an absolute path works

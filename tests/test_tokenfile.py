@@ -124,6 +124,21 @@ def test_failed_reload_is_logged_once_and_the_old_table_kept(
     assert "token file over" in failures[0].getMessage()
 
 
+def test_a_token_file_that_stays_gone_is_logged_once(
+    run_proxy, tmp_path: Path, echo_server
+) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"a: {echo_server.address}\n")
+    proc = run_proxy(["--token-plugin", "TokenFile", "--token-source", str(path), "127.0.0.1:0"])
+    path.unlink()
+    for _ in range(3):  # the last good table still serves
+        assert echo_once(f"ws://127.0.0.1:{proc.port}/?token=a") == b"ping"
+    # The log is in order: once the third session's open line is read, so are the lookups'.
+    wait_until(lambda: sum(" open peer=" in line for line in proc.lines) == 3)
+    message = f"token_source not reloaded, keeping the previous tokens: {path}: No such file"
+    assert sum(message in line for line in proc.lines) == 1, proc.log
+
+
 def test_token_file_name(run_proxy, tmp_path: Path, echo_server) -> None:
     (tmp_path / "vnc1").write_text(f"{echo_server.address}\n")
     (tmp_path / "bad").write_text("no port here\n")

@@ -22,6 +22,7 @@ from typing import NoReturn
 import gevent
 
 from wsproxy.errors import StartupError
+from wsproxy.plugins.tokens import source_is_path
 from wsproxy.settings import SETTINGS, Settings, parse_path
 
 __all__ = ["DAEMON_UMASK", "READY_TIMEOUT", "PidFile", "Readiness", "absolute_paths", "detach"]
@@ -33,27 +34,19 @@ PID_FILE_MODE = 0o644
 READY_TIMEOUT = 30.0  # seconds the foreground waits for the daemon to report
 READY_WORD = b"ready\n"
 MAX_REPORT_BYTES = 4096  # a failure report is one line
-# Built-in token plug-ins whose source is a file or directory (the others take an address or
-# a URL): relative sources are made absolute with the path settings.
-PATH_TOKEN_PLUGINS = (
-    "JWTTokenApi",
-    "TokenFile",
-    "ReadOnlyTokenFile",
-    "TokenFileName",
-    "UnixDomainSocketDirectory",
-)
 STARTUP_FAILED = 1  # exit status of the foreground when the daemon could not start (StartupError)
 
 
 def absolute_paths(settings: Settings) -> Settings:
     """The settings with every path (every setting parsed by ``parse_path``) made absolute, so
-    they still mean the same files after ``chdir("/")``."""
+    they still mean the same files after ``chdir("/")``; so is a token source that names a file
+    (the plug-in says so)."""
     changes = {
         row.name: os.path.abspath(value)
         for row in SETTINGS
         if row.parse is parse_path and isinstance(value := getattr(settings, row.name), str)
     }
-    if settings.token_plugin in PATH_TOKEN_PLUGINS and settings.token_source:
+    if settings.token_source and source_is_path(settings.token_plugin):
         changes["token_source"] = os.path.abspath(settings.token_source)
     return settings.replace(**changes) if changes else settings
 

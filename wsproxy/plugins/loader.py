@@ -13,7 +13,7 @@ from typing import Any
 
 from wsproxy.errors import ConfigError
 
-__all__ = ["PluginKind", "load_plugin"]
+__all__ = ["PluginKind", "load_plugin", "plugin_class"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class PluginKind:
 def load_plugin(kind: PluginKind, name: str, source: str | None) -> Any:
     """``Class(source)`` for a built-in name or a dotted path. Raises ConfigError naming the
     setting; the message never shows ``source`` (a source may hold a password)."""
-    cls = _plugin_class(kind, name)
+    cls = plugin_class(kind, name)
     try:
         return cls(source)
     except ConfigError:
@@ -51,7 +51,8 @@ def load_plugin(kind: PluginKind, name: str, source: str | None) -> Any:
         ) from None
 
 
-def _plugin_class(kind: PluginKind, name: str) -> Any:
+def plugin_class(kind: PluginKind, name: str) -> Any:
+    """The class a plug-in name stands for, imported; raises ConfigError naming the setting."""
     prefix = kind.websockify_module + "."
     if name.startswith(prefix) and name[len(prefix) :] in kind.built_in:
         name = name[len(prefix) :]

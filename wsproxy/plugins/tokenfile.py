@@ -59,6 +59,8 @@ class ReadOnlyTokenFile:
     """websockify's ``ReadOnlyTokenFile``: the file, or every file of a directory (names
     starting with a dot are skipped), is read at start and on SIGHUP."""
 
+    SOURCE_IS_PATH = True  # a daemon makes a relative source absolute
+
     def __init__(self, source: str | None) -> None:
         self.source = _needs(source, type(self).__name__, "a token file or directory")
         self._lock = threading.Lock()  # lookups run in several threads
@@ -152,8 +154,17 @@ class TokenFile(ReadOnlyTokenFile):
     def _refresh(self) -> None:
         try:
             stamp, fresh = self._current()
-        except OSError:
-            return  # a file is being replaced; the next lookup sees the new one
+        except OSError as exc:
+            # A file being replaced shows at the next lookup; one that stays gone is said once.
+            failed: Stamp = (("", 0, 0, exc.errno or 0),)
+            if self._reported != failed:
+                self._reported = failed
+                log.error(
+                    "token_source not reloaded, keeping the previous tokens: %s: %s",
+                    self.source,
+                    exc.strerror or exc,
+                )
+            return
         if stamp == self._stamp and not fresh:
             return
         try:
@@ -168,6 +179,8 @@ class TokenFile(ReadOnlyTokenFile):
 class TokenFileName:
     """websockify's ``TokenFileName``: the source is a directory, the token a file name in it,
     and the file holds ``host:port``."""
+
+    SOURCE_IS_PATH = True  # a daemon makes a relative source absolute
 
     def __init__(self, source: str | None) -> None:
         self.source = _needs(source, "TokenFileName", "a directory")
@@ -201,6 +214,8 @@ class UnixDomainSocketDirectory:
     """websockify's ``UnixDomainSocketDirectory``: the token names a UNIX socket in the source
     directory. A path that leads outside it (``..``, an absolute path, a symbolic link) or is
     not a socket is not found."""
+
+    SOURCE_IS_PATH = True  # a daemon makes a relative source absolute
 
     def __init__(self, source: str | None) -> None:
         self.source = _needs(source, "UnixDomainSocketDirectory", "a directory of UNIX sockets")

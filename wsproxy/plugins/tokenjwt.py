@@ -33,6 +33,8 @@ class JWTTokenApi:
     """Targets from the claims of a signed or encrypted JWT; the key file is read at start
     and on SIGHUP."""
 
+    SOURCE_IS_PATH = True  # a daemon makes a relative key file absolute
+
     def __init__(self, source: str | None) -> None:
         if not source:
             raise ConfigError(

@@ -15,15 +15,22 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from wsproxy.errors import HandshakeError
+from wsproxy.errors import ConfigError, HandshakeError
 from wsproxy.offhub import OffHub, TimedOut
-from wsproxy.plugins.loader import PluginKind, load_plugin
+from wsproxy.plugins.loader import PluginKind, load_plugin, plugin_class
 from wsproxy.plugins.tokentext import as_target, token_of
 from wsproxy.protocol.handshake import Request
 from wsproxy.settings import Settings
 from wsproxy.targets import Target
 
-__all__ = ["BUILTINS", "LOOKUP_THREADS", "TOKEN_PLUGINS", "PluginLookup", "load_lookup"]
+__all__ = [
+    "BUILTINS",
+    "LOOKUP_THREADS",
+    "TOKEN_PLUGINS",
+    "PluginLookup",
+    "load_lookup",
+    "source_is_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,19 @@ def load_lookup(settings: Settings) -> PluginLookup:
         host_token=settings.host_token,
         timeout=settings.connect_timeout,
     )
+
+
+def source_is_path(name: str | None) -> bool:
+    """Whether the token plug-in's source names a file or directory (its class says so with
+    ``SOURCE_IS_PATH``), so that a daemon makes a relative one absolute. A plug-in that does not
+    load is False here; loading it later says why."""
+    if name is None:
+        return False
+    try:
+        cls = plugin_class(TOKEN_PLUGINS, name)
+    except ConfigError:
+        return False
+    return getattr(cls, "SOURCE_IS_PATH", False) is True
 
 
 class PluginLookup:
