@@ -59,6 +59,12 @@ class StaticTokens(object):
 class Broken(object):
     def __init__(self, src):
         raise ValueError("cannot parse the source")
+
+
+class Repeats(object):
+    def __init__(self, src):
+        host, port, password = src.split(":")
+        raise ValueError("cannot log in to %s with %s (source %s)" % (host, password, src))
 '''
 
 
@@ -218,12 +224,18 @@ def test_websockify_module_names_load_the_builtins(run_proxy, tmp_path: Path, ec
             "token_source: plug-in myplugins.Broken refused its source: "
             "ValueError: cannot parse the source",
         ),
+        (
+            "myplugins.Repeats",
+            "token_source: plug-in myplugins.Repeats refused its source: "
+            "ValueError: cannot log in to (hidden) with (hidden) (source (hidden))",
+        ),
     ],
 )
 def test_bad_plugin_exits_2_naming_the_key(run_proxy, plugin_path, plugin, message) -> None:
+    source = "db.example:6379:s3cret"
     log = refused_start(
         run_proxy,
-        ["--token-plugin", plugin, "--token-source", "s3cret", "127.0.0.1:0"],
+        ["--token-plugin", plugin, "--token-source", source, "127.0.0.1:0"],
         env=plugin_path,
     )
     assert message in log

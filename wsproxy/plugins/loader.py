@@ -15,6 +15,8 @@ from wsproxy.errors import ConfigError
 
 __all__ = ["PluginKind", "load_plugin", "plugin_class"]
 
+MIN_HIDDEN = 3  # shorter source fields stay in an error's text (hiding them would hide too much)
+
 
 @dataclass(frozen=True)
 class PluginKind:
@@ -40,15 +42,24 @@ def load_plugin(kind: PluginKind, name: str, source: str | None) -> Any:
     except ConfigError:
         raise
     except (Exception, SystemExit) as exc:  # a websockify-style plug-in may sys.exit() on bad input
-        message = str(exc)
-        if source:
-            message = message.replace(source, "(hidden)")
+        message = _hide(str(exc), source)
         raise ConfigError(
             f"plug-in {name} refused its source: {type(exc).__name__}: {message}",
             source="command line",
             key=kind.source_key,
             expected=f"the argument {name} takes",
         ) from None
+
+
+def _hide(text: str, source: str | None) -> str:
+    """``text`` without the source or any of its colon-separated fields (websockify's plug-ins
+    split it so): an error often repeats them, and a source may hold a password."""
+    if not source:
+        return text
+    for part in sorted({source, *source.split(":")}, key=len, reverse=True):
+        if len(part) >= MIN_HIDDEN:
+            text = text.replace(part, "(hidden)")
+    return text
 
 
 def plugin_class(kind: PluginKind, name: str) -> Any:
