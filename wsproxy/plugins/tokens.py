@@ -128,9 +128,20 @@ class PluginLookup:
         return target
 
     def reload(self) -> None:
+        """SIGHUP: the plug-in's ``reload()``, off the hub like a lookup (it may wait for a
+        lock the lookups hold, or for I/O) and within the same timeout; raises ConfigError."""
         reload = getattr(self.plugin, "reload", None)
-        if callable(reload):
-            reload()
+        if not callable(reload):
+            return
+        try:
+            self.pool.call(self.timeout, reload)
+        except TimedOut:
+            raise ConfigError(
+                f"plug-in {self.name} did not reload within {self.timeout:g} s",
+                source="SIGHUP",
+                key="token_source",
+                expected="a reload within connect_timeout",
+            ) from None
 
     def describe(self) -> str:
         describe = getattr(self.plugin, "describe", None)
