@@ -106,3 +106,25 @@ def test_syslog_port_that_is_no_number_is_refused_with_status_2(echo_server: Ech
     result = run_wsproxy(["--syslog", "loghost:five", "0", echo_server.address])
     assert result.returncode == 2
     assert "syslog" in result.stderr and "UDP host:port" in result.stderr
+
+
+def test_a_syslog_that_stops_reading_does_not_freeze_the_proxy(
+    run_proxy, tmp_path: Path, echo_server: EchoServer
+) -> None:
+    """A datagram receiver that never reads fills up after a few lines (net.unix.max_dgram_qlen):
+    lines are then dropped, and counted on the other destinations, while sessions go on."""
+    path = tmp_path / "log.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stalled:
+        stalled.bind(str(path))
+        proxy = run_proxy(["--syslog", str(path), "127.0.0.1:0", echo_server.address])
+        for i in range(40):  # two lines each (open, closed): more than the receiver's queue
+            with connect(proxy.url, open_timeout=5, close_timeout=5) as ws:
+                ws.send(b"%d" % i)
+                assert ws.recv(timeout=5) == b"%d" % i
+        proxy.wait_log(
+            r"WARNING wsproxy.sysloghandler: syslog is not reading: "
+            rf"dropped 1 line\(s\) server={path}"
+        )
+        assert (
+            sum("syslog is not reading" in line for line in proxy.lines) == 1
+        )  # once per interval

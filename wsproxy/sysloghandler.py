@@ -8,7 +8,10 @@ chooses it. A message that is not ASCII is sent as UTF-8 after a byte order mark
 MSG-UTF8).
 
 The socket is opened at start-up, in the foreground: a missing syslog socket or an unknown host
-stops the start instead of losing every line in silence.
+stops the start instead of losing every line in silence. It never blocks: a syslog daemon that
+stops reading (journald or rsyslog stalled) must not freeze the proxy, so a line it cannot take
+now is dropped and counted, and the count is logged to the other destinations (stderr, the log
+file) at most once per ``DROP_REPORT_INTERVAL``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,17 @@ import time
 from typing import Any
 
 from wsproxy.errors import StartupError
-from wsproxy.settings.values import syslog_address
+from wsproxy.settings.values import format_address, syslog_address
 
-__all__ = ["APP_NAME", "SYSLOG_FALLBACK_ADDRESS", "SyslogHandler", "open_syslog"]
+__all__ = [
+    "APP_NAME",
+    "DROP_REPORT_INTERVAL",
+    "SYSLOG_FALLBACK_ADDRESS",
+    "SyslogHandler",
+    "open_syslog",
+]
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "wsproxy"
 DEFAULT_SYSLOG_ADDRESS = "/dev/log"
@@ -33,6 +44,8 @@ SYSLOG_FALLBACK_ADDRESS = "/var/run/syslog"  # macOS and some BSDs have no /dev/
 MAX_HOSTNAME = 255  # RFC 5424's HOSTNAME field
 BOM = b"\xef\xbb\xbf"
 _PRIORITIES = logging.handlers.SysLogHandler.priority_names
+DROP_REPORT_INTERVAL = 10.0  # seconds between warnings about dropped lines
+_NOT_HERE = "syslog_skip"  # a record attribute: the warning about this handler, for the others
 _LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warning", "ERROR": "err"}
 
 
@@ -43,12 +56,16 @@ class SyslogHandler(logging.Handler):
 
     def __init__(self, sock: Any, *, facility: int, legacy: bool, stream: bool, address: Any):
         super().__init__()
+        sock.setblocking(False)
         self.sock = sock
         self.facility = facility
         self.legacy = legacy
         self.stream = stream
         self.address = address
         self.hostname = socket.gethostname()[:MAX_HOSTNAME] or "-"
+        self.dropped = 0  # lines not sent since the last warning
+        self._warned_at = -DROP_REPORT_INTERVAL
+        self._pending = b""  # the rest of a stream line that went out in part
 
     def header(self, record: logging.LogRecord) -> str:
         level = _LEVELS.get(record.levelname, "crit")
@@ -60,28 +77,66 @@ class SyslogHandler(logging.Handler):
         return f"<{pri}>1 {stamp} {self.hostname} {APP_NAME} {record.process} - - "
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, _NOT_HERE, False):
+            return
         try:
             text = self.format(record).replace("\n", " ")
             try:
                 body = text.encode("ascii")
             except UnicodeEncodeError:
                 body = BOM + text.encode("utf-8")
-            self.send(self.header(record).encode("ascii") + body)
+            if not self.send(self.header(record).encode("ascii") + body):
+                self._drop()
         except Exception:
             self.handleError(record)
 
-    def send(self, message: bytes) -> None:
+    def _drop(self) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._warned_at >= DROP_REPORT_INTERVAL:
+            self._warned_at = now
+            log.warning(
+                "syslog is not reading: dropped %d line(s) server=%s",
+                self.dropped,
+                self.address if isinstance(self.address, str) else format_address(self.address),
+                extra={_NOT_HERE: True},
+            )
+            self.dropped = 0
+
+    def send(self, message: bytes) -> bool:
+        """Send one line without blocking; False if the syslog server cannot take it now."""
         if not isinstance(self.address, str):
             # UDP: unconnected, so a port nobody reads is no error (syslog over UDP is lossy).
-            with contextlib.suppress(OSError):
+            try:
                 self.sock.sendto(message, self.address)
-            return
+            except BlockingIOError:
+                return False
+            except OSError:
+                pass
+            return True
+        data = message + b"\n" if self.stream else message
         try:
-            self.sock.sendall(message + b"\n" if self.stream else message)
+            return self._write(data)
+        except BlockingIOError:
+            return False
         except OSError:
             self.sock.close()  # the syslog daemon restarted: reconnect once
             self.sock, self.stream = _connect_unix(self.address)
-            self.sock.sendall(message + b"\n" if self.stream else message)
+            self.sock.setblocking(False)
+            self._pending = b""
+            return self._write(message + b"\n" if self.stream else message)
+
+    def _write(self, data: bytes) -> bool:
+        if not self.stream:
+            self.sock.send(data)  # a datagram goes whole or not at all
+            return True
+        if self._pending:  # finish the line that went out in part, or drop this one
+            self._pending = self._pending[self.sock.send(self._pending) :]
+            if self._pending:
+                return False
+        sent = self.sock.send(data)
+        self._pending = data[sent:]  # one line at most
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
