@@ -5,6 +5,8 @@ against real clients: ``--heartbeat``, ``--run-once``, ``--timeout``, ``--idle-t
 from __future__ import annotations
 
 import contextlib
+import datetime
+import re
 import socket
 import subprocess
 import threading
@@ -17,6 +19,19 @@ from websockets.sync.client import connect
 from wsraw import RawClient
 
 from wsproxy.protocol.rfc6455 import Close, Opcode, Ping
+
+SLACK = 1.0  # seconds of scheduling delay allowed on a loaded machine
+LOG_RESOLUTION = 0.001  # seconds: log times are to the millisecond
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+
+
+def log_time(proxy: ProxyProcess, pattern: str) -> float:
+    """The time (seconds since the epoch) of the first log line that matches ``pattern``."""
+    line = next(line for line in proxy.lines if re.search(pattern, line))
+    match = LOG_TIME.match(line)
+    assert match, line
+    stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+    return stamp.timestamp() + int(match.group(2)) / 1000
 
 
 def exit_within(proxy: ProxyProcess, seconds: float) -> int:
@@ -44,7 +59,7 @@ def test_heartbeat_closes_a_client_that_never_answers(run_proxy, echo_server: Ec
             break
     closed_after = time.monotonic() - started
     assert pings >= 1
-    assert closed_after <= 2 * interval + 1, closed_after
+    assert closed_after <= 2 * interval + SLACK, closed_after  # within 2N (README)
     assert event.code == 1011 and event.reason == "heartbeat timeout"
     proxy.wait_log(r"heartbeat timeout peer=127\.0\.0\.1:\d+")
     proxy.wait_log(r"closed peer=.* by=server code=1011 reason=\"heartbeat timeout\"")
@@ -71,7 +86,8 @@ def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
         started = time.monotonic()
         proxy.wait_log(r"closed peer=.* code=1011 reason=\"heartbeat timeout\"", timeout=10)
-        assert time.monotonic() - started <= 2 * 1 + 0.5 + 1.5
+        # Closed within 2N (README), then close_timeout for the frame that cannot go out.
+        assert time.monotonic() - started <= 2 * 1 + 0.5 + SLACK
         client.sock.close()
     finally:
         stop.set()
@@ -170,10 +186,11 @@ def test_idle_timeout_exits_0_after_n_seconds_without_a_connection(
         assert proxy.proc.poll() is None
         ws.send(b"busy")
         assert ws.recv(timeout=5) == b"busy"
-    closed = time.monotonic()
     assert exit_within(proxy, 10) == 0
-    assert time.monotonic() - closed >= 0.9
-    assert "stopping: --idle-timeout 1s: no connection open for that long" in proxy.log
+    # The server's clock starts when its session ends: measure between its own log lines.
+    closed = log_time(proxy, r"closed peer=")
+    stopping = log_time(proxy, r"stopping: --idle-timeout 1s: no connection open for that long")
+    assert stopping - closed >= 1.0 - LOG_RESOLUTION, (closed, stopping)
 
 
 @pytest.mark.parametrize("option", [["--run-once"], ["--timeout", "5"], ["--idle-timeout", "5"]])
