@@ -26,7 +26,14 @@ from wsproxy.keeperlink import KeeperLink, keep_program
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
 from wsproxy.reload import ConfigReader, reload_server, reload_tokens
-from wsproxy.settings import SETTINGS, Setting, Settings, format_address, read_ini
+from wsproxy.settings import (
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    Setting,
+    Settings,
+    format_address,
+    read_ini,
+)
 from wsproxy.tuning import freeze_startup_objects, lighten_greenlets, lighten_logging
 from wsproxy.upgrade import Handover, take_over, upgrade_master, upgrade_server
 from wsproxy.workermetrics import MetricsArbiter, ValueFiles
@@ -152,8 +159,13 @@ def _positionals(
     def given(name: str) -> bool:
         if name in cli:
             return bool(cli[name])
-        text = ini.get(name, ("", 0))[0].strip().lower()
-        return bool(text) and text not in ("0", "no", "false", "off")
+        text = ini.get(name, ("", 0))[0]
+        if not text.strip():
+            return False
+        try:
+            return bool(SETTINGS_BY_NAME[name].parse(text))  # the value as the settings read it
+        except ValueError:
+            return True  # given, wrongly: the settings say so, naming the file and key
 
     names = []
     if not (given("inetd") or given("unix_listen")):
