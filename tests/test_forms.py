@@ -54,7 +54,7 @@ def test_bare_port_listens_on_every_address_and_relays(run_proxy, echo_server: E
     proc.wait_log(r"open peer=127\.0\.0\.1:\d+ ")
 
 
-def test_bare_port_without_ipv6_listens_on_ipv4(  # type: ignore[no-untyped-def]
+def test_bare_port_without_ipv6_listens_on_ipv4(
     run_proxy, echo_server: EchoServer, tmp_path: Path
 ) -> None:
     """A kernel without IPv6 refuses the ``[::]`` socket (faked: this machine has IPv6)."""

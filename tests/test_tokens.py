@@ -11,11 +11,13 @@ import socket
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import (
     EchoServer,
+    ProxyProcess,
     echo_once,
     raw_connect,
     read_http_head,
@@ -81,17 +83,21 @@ def plugin_path(tmp_path: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(tmp_path), "SLOW_STARTED": str(tmp_path / "slow-started")}
 
 
+def start_custom(
+    run_proxy: Callable[..., ProxyProcess],
+    plugin_path: dict[str, str],
+    cls: str,
+    echo_server: EchoServer,
+    *extra: str,
+) -> ProxyProcess:
+    """wsproxy with ``myplugins.CLS``, whose token ``vnc`` is the echo server."""
+    source = f"vnc={echo_server.address}"
+    args = ["--token-plugin", f"myplugins.{cls}", "--token-source", source, *extra, "127.0.0.1:0"]
+    return run_proxy(args, env=plugin_path)
+
+
 def test_custom_websockify_plugin_runs_unchanged(run_proxy, plugin_path, echo_server) -> None:
-    proc = run_proxy(
-        [
-            "--token-plugin",
-            "myplugins.StaticTokens",
-            "--token-source",
-            f"vnc={echo_server.address}",
-            "127.0.0.1:0",
-        ],
-        env=plugin_path,
-    )
+    proc = start_custom(run_proxy, plugin_path, "StaticTokens", echo_server)
     assert "by token with myplugins.StaticTokens" in proc.log
     assert echo_once(f"ws://127.0.0.1:{proc.port}/websockify?token=vnc", b"custom") == b"custom"
     assert upgrade_status(proc.port, "/?token=other") == (404, b"unknown token 'other'\n")
@@ -164,18 +170,7 @@ def test_a_hanging_lookup_gets_502_and_other_clients_go_on(
 
 
 def test_a_stuck_reload_times_out_off_the_hub(run_proxy, plugin_path, echo_server) -> None:
-    proc = run_proxy(
-        [
-            "--token-plugin",
-            "myplugins.SlowReload",
-            "--token-source",
-            f"vnc={echo_server.address}",
-            "--connect-timeout",
-            "1",
-            "127.0.0.1:0",
-        ],
-        env=plugin_path,
-    )
+    proc = start_custom(run_proxy, plugin_path, "SlowReload", echo_server, "--connect-timeout", "1")
     with connect(f"ws://127.0.0.1:{proc.port}/?token=vnc", open_timeout=10) as open_ws:
         proc.proc.send_signal(signal.SIGHUP)
         proc.wait_log(r"received SIGHUP")
