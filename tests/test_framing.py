@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 
 import pytest
 from conftest import read_http_head, wait_until
@@ -194,6 +195,26 @@ def test_base64_text_that_is_not_utf8_is_1007(run_proxy, target) -> None:
     client.send_frame(Opcode.TEXT, b"QUJD\xff")
     closed_with(proc, client, 1007)
     assert target.got() == b""
+
+
+def deflated_text(payload: bytes, *, fin: bool = True) -> bytes:
+    """A client's compressed text frame (RFC 7692: raw deflate, sync-flushed, trailer off)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = (z.compress(payload) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    frame = ws_frame(Opcode.TEXT, body, fin=fin, mask=True)
+    return bytes((frame[0] | 0x40,)) + frame[1:]  # RSV1: compressed
+
+
+@pytest.mark.parametrize("payload", [b"\xc0\xaf", GREEK + b"\xce"], ids=["overlong", "cut"])
+def test_compressed_text_is_utf8_checked_once_inflated(run_proxy, target, payload: bytes) -> None:
+    proc = run_proxy(["--permessage-deflate", "127.0.0.1:0", target.address])
+    client = RawClient(proc.port, extensions="permessage-deflate; client_max_window_bits")
+    assert "permessage-deflate" in client.headers["sec-websocket-extensions"]
+    client.send_raw(deflated_text(GREEK))  # valid, compressed: inflated, checked, relayed
+    target.wait_count(len(GREEK))
+    client.send_raw(deflated_text(payload))
+    closed_with(proc, client, 1007)
+    assert target.got() == GREEK
 
 
 # --- max_message_size (1009) ------------------------------------------------------------------
