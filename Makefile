@@ -47,6 +47,17 @@ test: venv rebind system-packages lint typecheck unit
 run: venv rebind
 	tools/run-demo.sh
 
+# The property tests (hypothesis: tests marked "hypothesis") with the "fuzz" profile of
+# tests/conftest.py, many more examples and new ones each round, rounds until FUZZ_SECONDS passed.
+FUZZ_SECONDS ?= 300
+.PHONY: fuzz
+fuzz: venv
+	end=$$(( $$(date +%s) + $(FUZZ_SECONDS) )); \
+	while [ $$(date +%s) -lt $$end ]; do \
+		HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q -p no:cacheprovider -o timeout=0 \
+			-m hypothesis || exit 1; \
+	done
+
 # The benchmark suite (README, "Performance"): a few minutes, not part of `make test`.
 # BENCH_ARGS=--quick for a short run, BENCH_ARGS="-k echo" for some scenarios.
 BENCH_STAMP := $(VENV)/.bench-installed

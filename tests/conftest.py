@@ -17,6 +17,21 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, settings
+
+# --- hypothesis profiles: "test" for `make test` (the same examples every run, a few seconds a
+# module), "fuzz" for `make fuzz` (new random examples, many more). HYPOTHESIS_PROFILE picks one.
+for _name, _examples in (("test", 100), ("fuzz", 1000)):  # fuzz: a round of about a minute
+    settings.register_profile(
+        _name,
+        max_examples=_examples,
+        derandomize=_name == "test",
+        print_blob=_name == "fuzz",
+        deadline=None,  # a shared, loaded machine: time is not what these tests measure
+        database=None,  # no .hypothesis directory: a failure prints its example (and blob)
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "test"))
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (\S+?):?(\d+),")

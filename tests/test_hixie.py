@@ -100,19 +100,21 @@ def test_frames_round_trip_as_base64() -> None:
     assert HixieParser().feed(frame) == [data]
 
 
-def test_frame_fed_one_byte_at_a_time_arrives_intact() -> None:
+def test_frame_fed_one_byte_at_a_time_streams_out_in_groups_of_three_bytes() -> None:
     data = os.urandom(200)
     parser = HixieParser()
     events = []
     for byte in encode_frame(data) + encode_frame(b"second"):
         events += parser.feed(bytes([byte]))
-    assert events == [data, b"second"]
+    assert b"".join(events) == data + b"second"
+    # Each whole 4-character group is decoded as soon as it is in: nothing waits for the 0xff.
+    assert {len(e) for e in events} <= {1, 2, 3}
 
 
 def test_several_frames_and_close_in_one_read() -> None:
     parser = HixieParser()
     events = parser.feed(encode_frame(b"a") + encode_frame(b"") + encode_frame(b"b") + CLOSE_FRAME)
-    assert events == [b"a", b"", b"b", HixieClose()]
+    assert events == [b"a", b"b", HixieClose()]  # an empty frame gives no event
     assert parser.closed
     assert parser.feed(b"junk") == []
 
@@ -128,9 +130,31 @@ def test_bytes_outside_a_frame_are_a_violation() -> None:
         HixieParser().feed(b"xyz")
 
 
-def test_frame_over_the_limit_is_1009() -> None:
-    parser = HixieParser(max_frame=100)
-    parser.feed(b"\x00" + b"A" * 100)
+def test_frame_over_the_message_limit_is_1009() -> None:
+    parser = HixieParser(max_message=100)
+    assert len(b"".join(parser.feed(b"\x00" + b"A" * 100))) == 75
     with pytest.raises(ProtocolError) as exc_info:
         parser.feed(b"AAAA")
     assert exc_info.value.close_code == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_the_limit_counts_each_frame_on_its_own() -> None:
+    parser = HixieParser(max_message=8)
+    events = parser.feed(encode_frame(b"123456") * 3)
+    assert events == [b"123456"] * 3
+
+
+def test_an_unterminated_frame_is_relayed_as_it_arrives_and_held_in_three_bytes() -> None:
+    parser = HixieParser()
+    text = base64.b64encode(os.urandom(3000))
+    assert parser.feed(b"\x00" + text[:1001]) == [base64.b64decode(text[:1000])]
+    assert parser.feed(text[1001:]) == [base64.b64decode(text[1000:])]
+    assert parser.feed(b"\xff") == []
+
+
+def test_padding_before_the_end_of_a_frame_is_1007() -> None:
+    parser = HixieParser()
+    parser.feed(b"\x00QQ==")
+    with pytest.raises(ProtocolError) as exc_info:
+        parser.feed(b"QUFB\xff")
+    assert exc_info.value.close_code == CloseCode.INVALID_DATA

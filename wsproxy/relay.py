@@ -222,6 +222,7 @@ class Relay:
                         continue
                 n = recv_into(buf)
                 if not n:
+                    codec.eof()  # a text message cut inside a character is still a 1007
                     self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
                     return
                 self.client_reads += 1

@@ -14,6 +14,7 @@ from typing import Protocol
 from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol import hixie, rfc6455
 from wsproxy.protocol.deflate import Agreement, DeflateFrameParser, Deflater, Inflater
+from wsproxy.protocol.message import MessageCheck
 from wsproxy.protocol.rfc6455 import Opcode
 
 __all__ = [
@@ -65,6 +66,9 @@ class Codec(Protocol):
     def close_frame(self, code: int, reason: str = "") -> bytes:
         """The frame that closes the connection from our side."""
 
+    def eof(self) -> None:
+        """The client's stream ended; raises ProtocolError if that cut a message invalidly."""
+
 
 class BinaryCodec:
     """RFC 6455 with the ``binary`` subprotocol or none: payload bytes as they are."""
@@ -73,9 +77,9 @@ class BinaryCodec:
     opcode = Opcode.BINARY
     in_place = True
 
-    def __init__(self, subprotocol: str | None) -> None:
+    def __init__(self, subprotocol: str | None, max_message: int = 0) -> None:
         self.subprotocol = subprotocol
-        self._parser = rfc6455.FrameParser()
+        self._parser = rfc6455.FrameParser(max_message=max_message)
 
     def decode(self, data: memoryview) -> Decoded:
         out = Decoded([], [])
@@ -95,6 +99,9 @@ class BinaryCodec:
 
     def _payload(self, event: rfc6455.Data) -> bytes:
         return event.payload
+
+    def eof(self) -> None:
+        self._parser.eof()
 
     def header(self, length: int) -> bytes:
         return rfc6455.frame_header(self.opcode, length)
@@ -118,8 +125,8 @@ class Base64Codec(BinaryCodec):
     opcode = Opcode.TEXT
     in_place = False
 
-    def __init__(self, subprotocol: str | None) -> None:
-        super().__init__(subprotocol)
+    def __init__(self, subprotocol: str | None, max_message: int = 0) -> None:
+        super().__init__(subprotocol, max_message)
         self._b64 = rfc6455.Base64Decoder()
 
     def _payload(self, event: rfc6455.Data) -> bytes:
@@ -153,6 +160,9 @@ class DeflateCodec:
         self._fin = False  # the compressed piece being inflated is its message's last
         self._events: deque[rfc6455.Event] = deque()  # parsed, not handled yet (over budget)
         self._size = 0  # bytes of the current uncompressed message
+        # UTF-8 of inflated text (the parser checks uncompressed text; the Inflater the size).
+        self._utf8 = MessageCheck()
+        self._starts = True  # the next compressed piece starts a message
         self.wire_in = self.wire_out = 0  # frame bytes, as they cross the network
         self.message_in = self.message_out = 0  # message bytes, inflated
 
@@ -168,7 +178,8 @@ class DeflateCodec:
             if inflater.more:
                 piece = inflater.pull(budget)
                 budget -= len(piece)
-                self._deliver(out, piece, not inflater.more and self._fin)
+                fin = not inflater.more and self._fin
+                self._deliver(out, self._utf8.piece(piece, fin), fin)
                 if budget <= 0 and (inflater.more or events):
                     out.more = True
                     return out
@@ -177,7 +188,9 @@ class DeflateCodec:
                 return out
             event = events.popleft()
             if type(event) is rfc6455.Compressed:  # inflated by the pulls above
-                self._fin = event.fin
+                if self._starts:
+                    self._utf8.begin(event.text)
+                self._starts = self._fin = event.fin
                 inflater.push(event.payload, event.fin)
             elif type(event) is rfc6455.Data:
                 self._count(len(event.payload), event.fin)
@@ -187,9 +200,14 @@ class DeflateCodec:
                 self.wire_out += len(pong)
                 out.to_client.append(pong)
             elif type(event) is rfc6455.Close:
+                self._utf8.cut()  # a compressed text message cut inside a character
                 out.close = (event.code, event.reason)
                 events.clear()
                 return out
+
+    def eof(self) -> None:
+        self._parser.eof()
+        self._utf8.cut()
 
     def _count(self, size: int, fin: bool) -> None:
         """max_message_size for a message the client did not compress."""
@@ -229,10 +247,10 @@ class HixieCodec:
 
     in_place = False
 
-    def __init__(self, protocol: str, subprotocol: str | None) -> None:
+    def __init__(self, protocol: str, subprotocol: str | None, max_message: int = 0) -> None:
         self.protocol = protocol
         self.subprotocol = subprotocol
-        self._parser = hixie.HixieParser()
+        self._parser = hixie.HixieParser(max_message=max_message)
 
     def decode(self, data: memoryview) -> Decoded:
         out = Decoded([], [])
@@ -252,6 +270,9 @@ class HixieCodec:
     def close_frame(self, code: int, reason: str = "") -> bytes:
         return hixie.CLOSE_FRAME
 
+    def eof(self) -> None:
+        pass  # what arrived of an unterminated frame is relayed already
+
 
 def make_codec(
     protocol: str,
@@ -259,11 +280,12 @@ def make_codec(
     deflate: Agreement | None = None,
     max_message_size: int = 0,
 ) -> Codec:
-    """The codec of a session; ``deflate`` is the permessage-deflate agreement (RFC 6455 only)."""
+    """The codec of a session; ``deflate`` is the permessage-deflate agreement (RFC 6455 only),
+    ``max_message_size`` the largest message the client may send (0: any)."""
     if protocol.startswith("hixie"):
-        return HixieCodec(protocol, subprotocol)
+        return HixieCodec(protocol, subprotocol, max_message_size)
     if deflate is not None:
         return DeflateCodec(subprotocol, deflate, max_message_size)
     if subprotocol == "base64":
-        return Base64Codec(subprotocol)
-    return BinaryCodec(subprotocol)
+        return Base64Codec(subprotocol, max_message_size)
+    return BinaryCodec(subprotocol, max_message_size)

@@ -1,8 +1,9 @@
 """The legacy Hixie-75/76 protocol, sans-I/O: handshake answers and ``\\x00 ... \\xff`` framing.
 
 Old browsers and some embedded clients still speak it. Every payload is base64 text both ways (the
-protocol carries only UTF-8 text). A frame split across any number of reads is buffered until its
-``\\xff`` arrives, up to ``max_frame`` bytes.
+protocol carries only UTF-8 text). Frames are streamed as the RFC 6455 ones are: the base64 of a
+frame is decoded in whole 4-character groups as it arrives, so a session holds at most three
+characters of an unterminated frame, however long it is.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import struct
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from wsproxy.errors import CloseCode, HandshakeError, ProtocolError
+from wsproxy.errors import HandshakeError, ProtocolError
 from wsproxy.protocol.handshake import Request, check_get, origin_of
+from wsproxy.protocol.message import MessageCheck
+from wsproxy.protocol.rfc6455 import Base64Decoder
 
 __all__ = [
     "CLOSE_FRAME",
     "KEY3_BYTES",
-    "MAX_FRAME",
     "MAX_KEY_DIGITS",
     "HixieClose",
     "HixieParser",
@@ -31,7 +33,6 @@ __all__ = [
 
 KEY3_BYTES = 8  # Hixie-76 sends 8 random bytes after the request head
 MAX_KEY_DIGITS = 10  # the digits of a key spell number x spaces <= 4294967295 (draft-76 4.1)
-MAX_FRAME = 4 * 1024 * 1024  # buffered base64 text of one frame (security limit)
 CLOSE_FRAME = b"\xff\x00"
 
 
@@ -111,49 +112,54 @@ def encode_frame(data: bytes | bytearray | memoryview) -> bytes:
 
 
 class HixieParser:
-    """Incremental parser of a Hixie client's frames; :meth:`feed` returns decoded payloads.
+    """Incremental parser of a Hixie client's frames.
 
-    Raises :class:`ProtocolError` for bytes outside a frame, bad base64 (1007) or a frame over
-    ``max_frame`` (1009).
+    :meth:`feed` returns the decoded payload as it arrives (pieces of frames, in order; never
+    empty) and :class:`HixieClose`. Raises :class:`ProtocolError` for bytes outside a frame, bad
+    base64 (1007) or a frame whose base64 text passes ``max_message`` bytes (1009; 0: no limit).
     """
 
-    def __init__(self, *, max_frame: int = MAX_FRAME) -> None:
-        self.max_frame = max_frame
-        self._buf = bytearray()
-        self._scanned = 0  # bytes of _buf already searched for the end marker
+    def __init__(self, *, max_message: int = 0) -> None:
+        self._message = MessageCheck(max_message)
+        self._base64 = Base64Decoder()
+        self._in_frame = False
+        self._closing = False  # saw the 0xff that starts the closing frame
         self.closed = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes | HixieClose]:
         events: list[bytes | HixieClose] = []
         if self.closed:
             return events
-        buf = self._buf
-        buf += data
-        while buf:
-            kind = buf[0]
-            if kind == 0xFF:
-                if len(buf) < 2:
+        buf = bytes(data)  # searched for the end marker; ``data`` may be a reused buffer
+        view = memoryview(buf)
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            if not self._in_frame:
+                kind = buf[pos]
+                pos += 1
+                if self._closing:
+                    if kind != 0x00:
+                        raise ProtocolError("unsupported Hixie frame type 0xff")
+                    self.closed = True
+                    events.append(HixieClose())
                     break
-                if buf[1] != 0x00:
-                    raise ProtocolError("unsupported Hixie frame type 0xff")
-                self.closed = True
-                events.append(HixieClose())
-                buf.clear()
-                break
-            if kind != 0x00:
-                raise ProtocolError(f"unsupported Hixie frame type {kind:#x}")
-            end = buf.find(b"\xff", max(1, self._scanned))
-            if end < 0:
-                self._scanned = len(buf)
-                if len(buf) - 1 > self.max_frame:
-                    raise ProtocolError(
-                        f"Hixie frame over {self.max_frame} bytes", CloseCode.MESSAGE_TOO_BIG
-                    )
-                break
-            try:
-                events.append(binascii.a2b_base64(buf[1:end], strict_mode=True))
-            except (binascii.Error, ValueError):
-                raise ProtocolError("invalid base64 payload", CloseCode.INVALID_DATA) from None
-            del buf[: end + 1]
-            self._scanned = 0
+                if kind == 0xFF:
+                    self._closing = True
+                elif kind == 0x00:
+                    self._in_frame = True
+                    self._message.begin(False)
+                else:
+                    raise ProtocolError(f"unsupported Hixie frame type {kind:#x}")
+                continue
+            stop = buf.find(b"\xff", pos)
+            fin = stop >= 0
+            if not fin:
+                stop = end
+            self._message.count(stop - pos)
+            payload = self._base64.decode(view[pos:stop], fin)
+            if payload:
+                events.append(payload)
+            pos = stop + 1 if fin else end
+            self._in_frame = not fin
         return events

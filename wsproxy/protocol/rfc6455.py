@@ -2,8 +2,9 @@
 
 :class:`FrameParser` takes bytes as they arrive and returns events. Data frames are *streamed*: a
 64 MiB frame comes out as one :class:`Data` event per piece of input, so nothing buffers a whole
-message and no frame-size limit is needed for data. Only control frames (at most 125 bytes) and
-frame headers (at most 14 bytes) are buffered.
+message and no frame-size limit is needed for data. Only control frames (at most 125 bytes), frame
+headers (at most 14 bytes) and a character split between pieces of a text message (at most 3 bytes:
+:mod:`~wsproxy.protocol.message`, which also applies the message size limit) are buffered.
 
 Encoding is two functions: :func:`frame_header` for the hot path (header and payload are written
 together by the caller) and :func:`encode_frame` for everything else.
@@ -20,6 +21,7 @@ import struct
 from dataclasses import dataclass
 
 from wsproxy.errors import CloseCode, ProtocolError
+from wsproxy.protocol.message import MessageCheck
 
 __all__ = [
     "GUID",
@@ -213,16 +215,19 @@ class FrameParser:
     """Incremental parser of the frames one peer sends.
 
     Feed it whatever arrived with :meth:`feed`; it returns the events completed by that input and
-    raises :class:`ProtocolError` (carrying the close code to send) on a violation. After a
-    :class:`Close` event it ignores further input.
+    raises :class:`ProtocolError` (carrying the close code to send) on a violation, including
+    text that is not UTF-8 (1007) and a message past ``max_message`` bytes (1009). After a
+    :class:`Close` event it ignores further input; call :meth:`eof` when the stream ends.
 
     Args:
         require_mask: a server requires masked frames from clients (section 5.1); a client
             parser sets this to False and then refuses masked frames instead.
+        max_message: the largest data message in bytes, 0 for no limit.
     """
 
-    def __init__(self, *, require_mask: bool = True) -> None:
+    def __init__(self, *, require_mask: bool = True, max_message: int = 0) -> None:
         self.require_mask = require_mask
+        self.message = MessageCheck(max_message)
         self._header = bytearray()  # a header split across reads; never more than 14 bytes
         self._remaining = -1  # payload bytes left in the current frame; -1 = reading a header
         self._opcode = 0
@@ -269,6 +274,8 @@ class FrameParser:
                 payload = bytes(chunk)
             if self._opcode in _DATA_OPCODES:
                 fin = self._remaining == 0 and self._fin
+                if self._data is Data:  # a compressed message is checked once inflated
+                    payload = self.message.piece(payload, fin)
                 events.append(self._data(payload, self._text, fin))
                 if self._remaining == 0:
                     self._remaining = -1
@@ -283,6 +290,11 @@ class FrameParser:
                         events.append(event)
                         if self.closed:
                             return events
+
+    def eof(self) -> None:
+        """The peer's stream ended: a text message must not have been cut inside a character."""
+        if self._in_message and not self.closed:
+            self.message.cut()
 
     def _rotated_mask(self) -> bytes:
         assert self._mask is not None
@@ -350,6 +362,9 @@ class FrameParser:
                 raise ProtocolError("new data frame inside a fragmented message")
             self._text = opcode == Opcode.TEXT
             self._in_message = True
+            self.message.begin(self._text)
+        if opcode < Opcode.CLOSE:
+            self.message.expect(length)
         self._opcode = opcode
         self._fin = fin
         self._mask = mask
@@ -363,13 +378,17 @@ class FrameParser:
         if opcode in _DATA_OPCODES:
             if self._fin:
                 self._in_message = False
-            return self._data(b"", self._text, self._fin)
+            payload = self.message.piece(payload, self._fin) if self._data is Data else payload
+            return self._data(payload, self._text, self._fin)
         if opcode == Opcode.PING:
             return Ping(payload)
         if opcode == Opcode.PONG:
             return Pong(payload)
+        close = _parse_close(payload)
+        if self._in_message:
+            self.message.cut()
         self.closed = True
-        return _parse_close(payload)
+        return close
 
 
 def _parse_close(body: bytes) -> Close:
@@ -399,10 +418,11 @@ class Base64Decoder:
         self._carry = b""
         self._padded = False  # the message's text already ended with "=" padding
 
-    def decode(self, piece: bytes, fin: bool) -> bytes:
+    def decode(self, piece: bytes | memoryview, fin: bool) -> bytes:
+        """The bytes of ``piece``'s whole 4-character groups (of all of it when ``fin``)."""
         text = self._carry + piece if self._carry else piece
         cut = len(text) if fin else len(text) & ~3
-        self._carry = text[cut:]
+        self._carry = bytes(text[cut:])  # a copy: ``piece`` may be a view of a reused buffer
         if fin:
             padded, self._padded = self._padded, False
         else:
