@@ -285,6 +285,39 @@ def test_if_modified_since_gives_304(conn: HttpConn) -> None:
     assert (status, body) == (200, A_TXT)
 
 
+@pytest.mark.parametrize(
+    "since",
+    [
+        "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+        "Mon, 01 Jan 2001 00:00:00 +99999999999999999999",
+        "Mon, 01 Jan 9999 23:59:59 -2359",
+        "Mon, 99 Jan 2001 99:99:99 GMT",
+    ],
+)
+def test_an_absurd_if_modified_since_is_ignored(web: ProxyProcess, since: str) -> None:
+    # Once an OverflowError and a traceback, with no answer at all.
+    status, _, body = fetch(web.port, "/a.txt", f"If-Modified-Since: {since}")
+    assert (status, body) == (200, A_TXT)
+    assert "Traceback" not in web.log
+
+
+def test_directory_redirect_names_the_normalised_path(conn: HttpConn) -> None:
+    # "//sub/" would be a scheme-relative URL: a browser follows it to http://sub/.
+    for target, location in [("//sub", "/sub/"), ("//sub?x=1", "/sub/?x=1"), ("/%73ub", "/sub/")]:
+        status, headers, _ = conn.get(target)
+        assert (status, headers["location"]) == (301, location), target
+
+
+def test_a_raw_utf8_path_is_decoded_once(web: ProxyProcess, site: Path) -> None:
+    (site / "root" / "\u00fc.txt").write_bytes(b"umlaut\n")
+    for target in ("/\u00fc.txt".encode(), b"/%C3%BC.txt"):
+        with socket.create_connection(("127.0.0.1", web.port), timeout=5) as sock:
+            sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 200 "), (target, answer[:40])
+        assert answer.endswith(b"\r\n\r\numlaut\n")
+
+
 def test_head_sends_headers_without_body(conn: HttpConn) -> None:
     status, headers, _ = conn.get("/a.txt", method="HEAD")
     assert status == 200

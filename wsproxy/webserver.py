@@ -167,9 +167,7 @@ class WebServer:
         st = _stat(path)
         if stat.S_ISDIR(st.st_mode):
             if segments and segments[-1] != "":
-                query = request.target.partition("?")[2]
-                location = request.target.partition("?")[0] + "/"
-                raise Redirect(location + ("?" + query if query else ""))
+                raise Redirect(static.redirect_location(segments, request.target))
             index = os.path.join(path, "index.html")
             if not os.path.exists(index):
                 if not self.listing:

@@ -7,6 +7,7 @@ root (and re-checks symlinks there) and streams the file.
 
 from __future__ import annotations
 
+import calendar
 import email.utils
 import html
 import re
@@ -25,7 +26,9 @@ __all__ = [
     "http_date",
     "listing_page",
     "not_modified",
+    "parse_http_date",
     "parse_range",
+    "redirect_location",
     "request_segments",
     "response_head",
 ]
@@ -37,6 +40,22 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # ASCII digits only: str.isdigit() also takes "²" or "٣", which int() then refuses or misreads.
 _RANGE_SPEC = re.compile(rf"([0-9]{{0,{MAX_RANGE_DIGITS}}})-([0-9]{{0,{MAX_RANGE_DIGITS}}})")
 _TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTH = "(?P<month>" + "|".join(_MONTHS) + ")"
+_CLOCK = r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+_SHORT_DAY = "(?:" + "|".join(day[:3] for day in _WEEKDAYS) + ")"
+_LONG_DAY = "(?:" + "|".join(_WEEKDAYS) + ")"
+# The three forms a recipient must accept (RFC 9110 section 5.6.7), ASCII digits of fixed width,
+# so that no number can grow past what a date holds.
+_HTTP_DATES = tuple(
+    re.compile(form, re.ASCII)
+    for form in (
+        rf"{_SHORT_DAY}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_CLOCK} GMT",
+        rf"{_LONG_DAY}, (?P<day>[0-9]{{2}})-{_MONTH}-(?P<year>[0-9]{{2}}) {_CLOCK} GMT",
+        rf"{_SHORT_DAY} {_MONTH} (?P<day>[ 0-9][0-9]) {_CLOCK} (?P<year>[0-9]{{4}})",
+    )
+)
 
 
 def request_segments(target: str, *, max_bytes: int = MAX_TARGET_BYTES) -> tuple[str, ...]:
@@ -67,8 +86,10 @@ def request_segments(target: str, *, max_bytes: int = MAX_TARGET_BYTES) -> tuple
     segments: list[str] = []
     for index, part in enumerate(raw):
         try:
-            name = urllib.parse.unquote_to_bytes(part).decode("utf-8")
-        except UnicodeDecodeError:
+            # The target holds the request's bytes one per character (latin-1): percent-decode
+            # those bytes, then decode UTF-8 once, whether the client escaped it or not.
+            name = urllib.parse.unquote_to_bytes(part.encode("latin-1")).decode("utf-8")
+        except UnicodeError:
             raise HandshakeError(HTTPStatus.BAD_REQUEST, "path is not UTF-8") from None
         if not name:
             if index == len(raw) - 1:
@@ -80,6 +101,15 @@ def request_segments(target: str, *, max_bytes: int = MAX_TARGET_BYTES) -> tuple
             raise HandshakeError(HTTPStatus.FORBIDDEN, "path not allowed")
         segments.append(name)
     return tuple(segments)
+
+
+def redirect_location(segments: tuple[str, ...], target: str) -> str:
+    """The ``Location`` of a directory asked for without its trailing slash: the normalised
+    path, re-escaped, plus the query. Never the raw target: ``//host`` there would send a
+    browser to another site."""
+    path = "/".join(urllib.parse.quote(segment, safe="") for segment in segments if segment)
+    query = target.partition("#")[0].partition("?")[2]
+    return f"/{path}/" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -147,20 +177,40 @@ def http_date(timestamp: float) -> str:
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
+def parse_http_date(text: str) -> int | None:
+    """The POSIX time of an HTTP-date in any of its three forms, or None if it is not one.
+
+    Strict on purpose (a general date parser accepted 20-digit years and zones, then overflowed):
+    fixed-width ASCII fields, GMT only, and a calendar check. A two-digit RFC 850 year is taken
+    as 19xx from 70 on, else 20xx.
+    """
+    text = text.strip()
+    for form in _HTTP_DATES:
+        if (match := form.fullmatch(text)) is not None:
+            break
+    else:
+        return None
+    field = match.groupdict()
+    year = int(field["year"])
+    if len(field["year"]) == 2:
+        year += 1900 if year >= 70 else 2000
+    hour, minute, second = int(field["hour"]), int(field["minute"]), int(field["second"])
+    day = int(field["day"])
+    month = _MONTHS.index(field["month"]) + 1
+    if not (1 <= day <= calendar.monthrange(year, month)[1] and hour < 24 and minute < 60):
+        return None
+    if second > 60:  # 60: a leap second, as the RFC's grammar allows
+        return None
+    return calendar.timegm((year, month, day, hour, minute, second))
+
+
 def not_modified(if_modified_since: str | None, mtime: float) -> bool:
     """True if the file has not changed since the client's copy: answer ``304``.
 
     HTTP dates have whole seconds, so the file time is truncated; an unparsable date is ignored.
     """
-    if not if_modified_since:
-        return False
-    try:
-        since = email.utils.parsedate_to_datetime(if_modified_since)
-    except (TypeError, ValueError):
-        return False
-    if since.tzinfo is None:
-        return False
-    return int(mtime) <= since.timestamp()
+    since = parse_http_date(if_modified_since) if if_modified_since else None
+    return since is not None and int(mtime) <= since
 
 
 def content_type(guessed: str | None) -> str:
