@@ -137,6 +137,31 @@ def test_malformed_heads_are_400(data: bytes) -> None:
     assert exc_info.value.status == 400
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00",
+        b"{",
+        b"GE(T",
+        b"GET /" + b"a" * 9000,
+        b"GET / HTTP/1.1\n",
+        b"GET / FTP/1.0\r\n",
+        b"GET / HTTP/1.1 x\r\nHost: a\r\n",
+    ],
+)
+def test_an_incomplete_head_that_can_never_be_valid_is_400_at_once(data: bytes) -> None:
+    with pytest.raises(HandshakeError) as exc_info:
+        parse_request(data)
+    assert exc_info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"G", b"GET", b"GET /", b"GET / HTTP/1.1\r", b"GET / HTTP/1.1\r\nX"]
+)
+def test_a_valid_prefix_needs_more_data(data: bytes) -> None:
+    assert parse_request(data) is None
+
+
 def test_oversized_head_is_431_before_it_is_complete() -> None:
     data = b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"a" * MAX_HEAD_BYTES
     with pytest.raises(HandshakeError) as exc_info:

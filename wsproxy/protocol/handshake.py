@@ -19,6 +19,7 @@ from wsproxy.protocol.rfc6455 import accept_key
 __all__ = [
     "MAX_HEADERS",
     "MAX_HEAD_BYTES",
+    "MAX_REQUEST_LINE",
     "SUBPROTOCOLS",
     "SUPPORTED_VERSIONS",
     "Kind",
@@ -34,6 +35,7 @@ __all__ = [
 
 MAX_HEAD_BYTES = 16 * 1024  # a request head larger than this gets 431 (security limit)
 MAX_HEADERS = 100
+MAX_REQUEST_LINE = 8 * 1024  # a request line without its CRLF by then can never be valid
 SUPPORTED_VERSIONS = ("13", "8", "7")  # RFC 6455 and the hybi-07/-10 drafts it grew from
 SUBPROTOCOLS = ("binary", "base64")  # in order of preference
 
@@ -41,6 +43,7 @@ SUBPROTOCOLS = ("binary", "base64")  # in order of preference
 # the target would otherwise reach the Hixie Location header (header injection) and the log.
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _CONTROL_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is allowed in a value
+_METHOD_SO_FAR = re.compile(rb"[A-Za-z]*")  # the methods we parse are letters only
 
 
 class Kind(enum.Enum):
@@ -86,25 +89,14 @@ def parse_request(
     """
     end = data.find(b"\r\n\r\n", 0, max_bytes + 4)
     if end < 0:
+        _check_start(data)
         if len(data) > max_bytes:
             raise HandshakeError(
                 HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"request head over {max_bytes} bytes"
             )
         return None
-    try:
-        head = bytes(data[:end]).decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
-        raise HandshakeError(HTTPStatus.BAD_REQUEST, "undecodable request head") from None
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ")
-    if (
-        len(parts) != 3
-        or any(not part or _CONTROL_OR_SPACE.search(part) for part in parts)
-        or not (parts[0].isascii() and parts[0].isalpha())
-        or not parts[2].startswith("HTTP/1.")
-    ):
-        raise HandshakeError(HTTPStatus.BAD_REQUEST, "malformed request line")
-    method, target, version = parts
+    lines = bytes(data[:end]).decode("latin-1").split("\r\n")  # latin-1 decodes any byte
+    method, target, version = _request_line(lines[0])
     if len(lines) - 1 > max_headers:
         raise HandshakeError(
             HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"more than {max_headers} headers"
@@ -118,6 +110,39 @@ def parse_request(
             raise HandshakeError(HTTPStatus.BAD_REQUEST, f"control character in header {name}")
         headers.append((name, value.strip()))
     return Request(method, target, version, tuple(headers)), end + 4
+
+
+def _request_line(line: str) -> tuple[str, str, str]:
+    """Method, target and version of a complete request line, or a 400."""
+    parts = line.split(" ")
+    if (
+        len(line) > MAX_REQUEST_LINE
+        or len(parts) != 3
+        or any(not part or _CONTROL_OR_SPACE.search(part) for part in parts)
+        or not (parts[0].isascii() and parts[0].isalpha())
+        or not parts[2].startswith("HTTP/1.")
+    ):
+        raise HandshakeError(HTTPStatus.BAD_REQUEST, "malformed request line")
+    return parts[0], parts[1], parts[2]
+
+
+def _check_start(data: bytes | bytearray) -> None:
+    """Refuse an incomplete head at once when its start can never become a valid request: a
+    method that is not a word, a request line past its limit, or a complete request line that
+    is malformed. Without this, garbage would hold a session until the handshake timeout."""
+    line_end = data.find(b"\n", 0, MAX_REQUEST_LINE + 1)
+    if line_end >= 0:
+        if not data[:line_end].endswith(b"\r"):
+            raise HandshakeError(HTTPStatus.BAD_REQUEST, "malformed request line")
+        _request_line(bytes(data[: line_end - 1]).decode("latin-1"))
+        return
+    if len(data) > MAX_REQUEST_LINE:
+        raise HandshakeError(
+            HTTPStatus.BAD_REQUEST, f"no request line within {MAX_REQUEST_LINE} bytes"
+        )
+    method = bytes(data[:MAX_REQUEST_LINE]).partition(b" ")[0]
+    if _METHOD_SO_FAR.fullmatch(method) is None:
+        raise HandshakeError(HTTPStatus.BAD_REQUEST, "malformed request line")
 
 
 def classify(request: Request) -> Kind:

@@ -3,7 +3,8 @@
 One port serves TLS, Flash policy requests and HTTP (plain requests and WebSocket upgrades). The
 first byte tells TLS apart; a Flash policy request is recognised only once it is complete, and a
 prefix of it is "need more data", because every HTTP request starts with a method name and never
-with ``<``.
+with ``<``. Anything else is handed to the HTTP parser, which refuses bytes that can never
+start a request (a first byte that is not a letter, say) as soon as it sees them.
 """
 
 from __future__ import annotations
