@@ -9,12 +9,10 @@ timeout); then thousands of random and mutated requests must each end within a s
 from __future__ import annotations
 
 import os
-import random
 import socket
 import ssl
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trustme
