@@ -89,11 +89,12 @@ class ProxyProcess:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         ready: bool = True,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.args = args
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [WSPROXY, *args],
+            [*prefix, WSPROXY, *args],  # prefix: a wrapper that execs it, such as prlimit
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -332,7 +332,11 @@ def test_syslog_receives_log_lines(tmp_path: Path, echo_server: EchoServer, run_
         host = re.escape(socket.gethostname())
         stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
         # <12>, <14>: facility user (1) * 8 + severity warning (4), info (6)
-        warning = syslog.recv(4096).decode()  # origins is empty: said first
+        limit = syslog.recv(4096).decode()  # the open-file limit: said first
+        assert re.fullmatch(
+            rf"<14>1 {stamp} {host} wsproxy {pid} - - INFO wsproxy: open file limit .*", limit
+        ), limit
+        warning = syslog.recv(4096).decode()  # origins is empty
         assert re.fullmatch(
             rf"<12>1 {stamp} {host} wsproxy {pid} - - WARNING wsproxy: origins is empty.*", warning
         ), warning

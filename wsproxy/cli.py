@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 from docopt import DocoptExit, docopt
 
-from wsproxy import __version__, record
+from wsproxy import __version__, admission, record
 from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
 from wsproxy.errors import ConfigError, StartupError
 from wsproxy.keeperlink import KeeperLink, keep_program
@@ -228,6 +228,7 @@ def run(
     try:
         if settings.metrics_listen and settings.workers > 1:
             files = ValueFiles()  # every process records into files: before any metric exists
+        limits = admission.raise_fd_limit()  # before max_connections=auto is worked out
         server = WSProxy(settings=settings)
         take_over(server, handover)
         if pid_file:
@@ -236,6 +237,7 @@ def run(
             server.init_socket()  # bound and listening now; accepting starts where it serves
         except OSError as exc:
             raise _cannot_listen(settings, exc) from None
+        _log_fd_limit(server, *limits)
         if settings.daemon:
             if not (settings.log_file or settings.syslog):
                 print(
@@ -361,6 +363,21 @@ def _cannot_listen(settings: Settings, exc: OSError) -> StartupError:
     reason = (exc.strerror or os.strerror(exc.errno)) if exc.errno else str(exc)
     where = format_address(settings.unix_listen) if settings.unix_listen else None
     return StartupError(f"cannot listen on {where or format_address(settings.listen)}: {reason}")
+
+
+def _log_fd_limit(server: WSProxy, before: int, after: int) -> None:
+    """Say what the open-file limit allows, and warn when max_connections asks for more."""
+    raised = f"raised from {before} to {after}" if after > before else f"{after}"
+    cap = server.max_connections
+    auto = " (auto)" if server.settings.max_connections is None else ""
+    log.info("open file limit %s: max_connections %s%s", raised, cap or "unlimited", auto)
+    if cap > admission.auto_max_connections(after):
+        log.warning(
+            "max_connections %d needs more file descriptors than the limit %d leaves (2 per "
+            "session): past them, new clients get 503; raise the limit (LimitNOFILE=, ulimit -n)",
+            cap,
+            after,
+        )
 
 
 def _log_listening(server: WSProxy) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wsproxy.admission import ClientCounts
 from wsproxy.auth import Authenticator
 from wsproxy.frontdoor import FrontDoor
 from wsproxy.protocol.forwarded import TrustedProxies
@@ -32,6 +33,7 @@ class Context:
         trusted_proxies: the balancers whose PROXY header or X-Forwarded-For is believed.
         recordings: where sessions are recorded, or None.
         scratch: the relays' shared read buffer (see :func:`wsproxy.relay.scratch_buffer`).
+        per_client: the sessions each client address holds (``max_connections_per_ip``).
         listen_port: the port clients connected to (the Flash policy names it).
         listener_tuned: the listening socket has the options :func:`wsproxy.session.tune_socket`
             sets, and accepted sockets inherit them (Linux): a session need not set them again.
@@ -45,6 +47,7 @@ class Context:
     trusted_proxies: TrustedProxies
     recordings: Recordings | None
     scratch: bytearray
+    per_client: ClientCounts
     listen_port: int = 0
     listener_tuned: bool = False
     auth: Authenticator | None = None

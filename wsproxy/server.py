@@ -19,7 +19,10 @@ from typing import Any
 import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
+from gevent.socket import socket as gevent_socket
 
+from wsproxy import admission
+from wsproxy.admission import ClientCounts, Doorman
 from wsproxy.auth import Authenticator
 from wsproxy.context import Context
 from wsproxy.errors import CloseCode, ConfigError, StartupError
@@ -114,12 +117,26 @@ class WSProxy(StreamServer):
                 on_restart=self.metrics.wrap_restarts.inc,
             )
         self.targets = self.make_targets(settings)
-        # Always a pool: it is what stop() waits on, and its size bounds concurrent clients.
-        pool = Pool(settings.max_connections or None)
-        self._old_pools: list[Pool] = []  # replaced by a reload of max_connections; waited on too
+        self.max_connections = self.connection_cap(settings)
+        self.doorman = Doorman(
+            lambda: self.metrics.handshake_failed("503"),
+            max_lingering=admission.fd_reserve(admission.fd_limit()),
+        )
+        self.per_client = ClientCounts(settings.max_connections_per_ip)
+        # Always a pool: it is what stop() waits on. It is never full: do_read() answers the
+        # clients past max_connections with 503 instead of leaving them in the backlog.
         # The listener itself is made by get_listener (UNIX socket, inetd, -6): gevent needs
         # an address of some form here.
-        super().__init__(settings.listen or ("", 0), spawn=pool)
+        super().__init__(settings.listen or ("", 0), spawn=Pool())
+
+    @staticmethod
+    def connection_cap(settings: Settings) -> int:
+        """``max_connections``, with ``auto`` worked out from the open-file limit (a recorded
+        session holds its recording too); 0 for no cap."""
+        if settings.max_connections is not None:
+            return settings.max_connections
+        per_session = admission.FDS_PER_SESSION + (1 if settings.record else 0)
+        return admission.auto_max_connections(admission.fd_limit(), per_session)
 
     # -- what sessions share --
 
@@ -148,6 +165,7 @@ class WSProxy(StreamServer):
             recordings=self.recordings,
             scratch=self.scratch,
             auth=self.auth,
+            per_client=self.per_client,
             listen_port=(self.server_port or 0) if self.socket is not None else 0,
             listener_tuned=self._listener_tuned,
         )
@@ -176,11 +194,9 @@ class WSProxy(StreamServer):
         if settings.record != self.settings.record:
             recordings = Recordings(settings.record) if settings.record else None
         idle_changed = settings.session_idle_timeout != self.settings.session_idle_timeout
-        if settings.max_connections != self.settings.max_connections:
-            # The limit counts the sessions started from now on; the old ones end in their pool.
-            self.pool._semaphore.unlink(self._start_accepting_if_started)  # gevent's own link
-            self._old_pools = [p for p in (*self._old_pools, self.pool) if p]
-            self.set_spawn(Pool(settings.max_connections or None))
+        # The caps apply to the next clients; open sessions are not cut.
+        self.max_connections = self.connection_cap(settings)
+        self.per_client.limit = settings.max_connections_per_ip
         self.settings, self.frontdoor, self.trusted_proxies = settings, frontdoor, trusted
         self.targets, self.recordings, self.auth = targets, recordings, auth
         self._context = None  # the next session gets one built from the above
@@ -263,6 +279,30 @@ class WSProxy(StreamServer):
             return self.listener.name
         return format_address(self.address)
 
+    def do_read(self) -> tuple[Any, Any] | None:
+        """Accept one client, or turn it away with 503 past ``max_connections`` or when out of
+        file descriptors. Replaces gevent's, which waits in the backlog while its pool is full
+        and prints a traceback on every failed ``accept()``."""
+        listener = self.socket
+        try:
+            fd, address = listener._accept()
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno in self.fatal_errors:  # the listener itself is broken: stop
+                log.error("stopped accepting: %s", exc.strerror or exc)
+                self.close()
+                return None
+            pause = self.doorman.accept_failed(listener, exc)
+            if pause:
+                self.stop_accepting()
+                gevent.spawn_later(pause, self._start_accepting_if_started)
+            return None
+        if self.max_connections and self.open_sessions >= self.max_connections:
+            self.doorman.turn_away(fd, f"at max_connections {self.max_connections}")
+            return None
+        return gevent_socket(listener.family, listener.type, listener.proto, fileno=fd), address
+
     def handle(self, sock: Any, address: Any) -> None:
         if self._stopping or self._retired:  # accepted just before: it will not be served
             sock.close()
@@ -339,14 +379,13 @@ class WSProxy(StreamServer):
             f"{limit:g}" if limit else "none",
         )
         deadline = time.monotonic() + limit if limit else None
-        for pool in (*self._old_pools, self.pool):
-            pool.join(timeout=None if deadline is None else _left(deadline))
+        self.pool.join(timeout=None if deadline is None else _left(deadline))
         self.stop()
 
     @property
     def open_sessions(self) -> int:
         """Connections being handled now (handshaking, relaying or served by the web server)."""
-        return sum(len(pool) for pool in (*self._old_pools, self.pool))
+        return len(self.pool)
 
     def _sweep_idle(self, idle: float) -> None:
         """Close sessions in which no data moved either way for ``idle`` seconds (pings and
@@ -381,16 +420,14 @@ class WSProxy(StreamServer):
         closers = [gevent.spawn(s.going_away) for s in list(self.sessions)]
         gevent.joinall(closers, timeout=_left(deadline))
         gevent.killall(closers, block=False)
-        pools = (*self._old_pools, self.pool)
-        for pool in pools:
-            pool.join(timeout=_left(deadline))
+        self.pool.join(timeout=_left(deadline))
         if self.open_sessions:
             log.info("stopping: cutting %d session(s) at graceful_timeout", self.open_sessions)
-            for pool in pools:
-                pool.kill(block=True, timeout=KILL_WAIT)
+            self.pool.kill(block=True, timeout=KILL_WAIT)
         if self.wrapped is not None and not self.handed_over:
             self.wrapped.stop()  # waits until the program's group is gone
         self.metrics.stop()
+        self.doorman.close()
 
 
 def _trusted_proxies(settings: Settings) -> TrustedProxies:

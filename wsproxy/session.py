@@ -54,6 +54,7 @@ class Session:
         # A UNIX socket client has no name (''): it is named by the socket it came through.
         self.via = _format_peer(address or self.settings.unix_listen or "")
         self.peer = self.via  # the client of the current request, as logs and recordings name it
+        self.client = format_address((self.via_ip, None))  # its address alone
         self.secure = False
         self.started = time.monotonic()
         # One bound for the whole opening handshake, from PROXY header to Hixie-76 key3.
@@ -142,15 +143,17 @@ class Session:
         ``X-Forwarded-For`` gives when :attr:`via` is a trusted proxy, else :attr:`via`.
 
         Called for every request, so a kept-alive connection from a balancer names each
-        request's own client. Only logs and recordings use it (``max_connections`` counts
-        connections, whoever their client).
+        request's own client. Logs, recordings and ``max_connections_per_ip`` (by
+        :attr:`client`, the address alone) use it; ``max_connections`` counts connections,
+        whoever their client.
         """
         self.peer = self.via
+        self.client = format_address((self.via_ip, None))
         trusted = self.context.trusted_proxies
         if trusted and self.via_ip in trusted:
             client = forwarded_client(request.header("X-Forwarded-For"), trusted)
             if client is not None:
-                self.peer = format_address((client, None))
+                self.peer = self.client = format_address((client, None))
                 log.debug("forwarded peer=%s via=%s", self.peer, self.via)
 
     def dispatch(self, request: Request, rest: bytes) -> None:
@@ -207,7 +210,20 @@ class Session:
         agreement: deflate.Agreement | None = None,
     ) -> None:
         """Connect the target, accept the client, relay, log; ``agreement`` is the
-        permessage-deflate one, if negotiated."""
+        permessage-deflate one, if negotiated. Within the client's share of sessions
+        (``max_connections_per_ip``: 503 past it, before the target is connected)."""
+        with self.context.per_client.hold(self.client):
+            self.relay_session(protocol, subprotocol, response, rest, request, agreement)
+
+    def relay_session(
+        self,
+        protocol: str,
+        subprotocol: str | None,
+        response: bytes,
+        rest: bytes,
+        request: Request,
+        agreement: deflate.Agreement | None,
+    ) -> None:
         connecting = time.monotonic()
         auth = self.context.auth
         check = None if auth is None else partial(auth.check, self, request)

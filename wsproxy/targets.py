@@ -7,6 +7,7 @@ wrapped program. Each kind is one class here; :func:`targets_for` picks it from 
 
 from __future__ import annotations
 
+import errno
 import logging
 import shlex
 import socket
@@ -166,7 +167,8 @@ class WrappedTarget:
 def connect(address: Target, timeout: float, *, prefer_ipv6: bool = False) -> Any:
     """Connect the target: ``(host, port)`` over TCP, or a UNIX socket path given as text.
 
-    Raises HandshakeError: ``502`` naming the target, with the reason.
+    Raises HandshakeError: ``502`` naming the target, with the reason (``503`` when we are out
+    of file descriptors).
     """
     try:
         if isinstance(address, str) or family_of(address[0]) is not None:
@@ -177,8 +179,12 @@ def connect(address: Target, timeout: float, *, prefer_ipv6: bool = False) -> An
             sock = _connect_by_name(address, timeout, prefer_ipv6)
     except OSError as exc:
         reason = "timed out" if isinstance(exc, socket.timeout) else exc.strerror or str(exc)
+        # Out of descriptors is our exhaustion, not the target's fault: 503, as past the cap.
+        status = HTTPStatus.BAD_GATEWAY
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            status = HTTPStatus.SERVICE_UNAVAILABLE
         raise HandshakeError(
-            HTTPStatus.BAD_GATEWAY, f"cannot connect to target {target_name(address)}: {reason}"
+            status, f"cannot connect to target {target_name(address)}: {reason}"
         ) from None
     sock.settimeout(None)
     return sock

@@ -9,6 +9,7 @@ following symlinks, so nothing outside the root is ever opened.
 
 from __future__ import annotations
 
+import errno
 import logging
 import mimetypes
 import os
@@ -260,7 +261,9 @@ def _open(path: str) -> int:
         return os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         raise HandshakeError(HTTPStatus.NOT_FOUND, "not found") from None
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # our exhaustion, not the file's fault
+            raise HandshakeError(HTTPStatus.SERVICE_UNAVAILABLE, "server busy") from None
         raise HandshakeError(HTTPStatus.FORBIDDEN, "not readable") from None
 
 
