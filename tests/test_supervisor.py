@@ -16,6 +16,7 @@ from conftest import ROOT, EchoServer, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from wsproxy.admission import auto_max_connections
 from wsproxy.settings import Settings
 from wsproxy.workers import STOP_KILL_AFTER
 
@@ -179,3 +180,5 @@ def test_systemd_unit_verifies_and_waits_longer_than_wsproxy_drains(tmp_path: Pa
     # systemd follows an upgrade (SIGUSR2) by reading PIDFile= again: the one wsproxy writes
     assert args[args.index("--pid-file") + 1] == service["PIDFile"]
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # The open-file limit is raised past systemd's default soft 1,024 (480 sessions).
+    assert auto_max_connections(int(service["LimitNOFILE"])) > 30_000

@@ -163,8 +163,8 @@ class ConnectionSettings:
         0,
         parse_count,
         "a whole number, 0 for no limit",
-        "concurrent clients from one address (the real client behind trusted_proxies); "
-        "further ones get 503",
+        "concurrent WebSocket sessions from one address (the real client behind "
+        "trusted_proxies); further upgrades get 503",
         meta="N",
     )
     handshake_timeout: float = declare(
