@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+import urllib.parse
 from http import HTTPStatus
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wsproxy.errors import HandshakeError
 from wsproxy.protocol.static import (
@@ -13,7 +17,9 @@ from wsproxy.protocol.static import (
     content_type,
     http_date,
     not_modified,
+    parse_http_date,
     parse_range,
+    redirect_location,
     request_segments,
 )
 
@@ -143,3 +149,108 @@ def test_not_modified_compares_whole_seconds() -> None:
 )
 def test_content_type(guessed: str | None, header: str) -> None:
     assert content_type(guessed) == header
+
+
+# -- properties (hypothesis): any input gives a result or the module's own error -----------------
+
+# What parse_request hands over: the request's bytes, one character each (latin-1).
+wire_text = st.binary(max_size=300).map(lambda b: b.decode("latin-1"))
+any_text = st.one_of(st.text(max_size=300), wire_text)
+safe_names = st.text(min_size=1, max_size=20).filter(
+    lambda n: (
+        not n.startswith(".") and not any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in n)
+    )
+)
+
+
+@given(st.one_of(any_text, any_text.map(lambda t: "/" + t)))
+def test_any_target_gives_safe_segments_or_a_refusal(target: str) -> None:
+    try:
+        segments = request_segments(target)
+    except HandshakeError as exc:
+        assert exc.status in (400, 403, 414)
+        return
+    assert all(segments[:-1])  # only the last may be "" (a trailing slash)
+    for name in segments:
+        assert not name.startswith(".") and "/" not in name and "\\" not in name
+        assert not any(ord(c) < 32 or ord(c) == 127 for c in name)
+
+
+def raw_or_escaped(char: str) -> str:
+    if ord(char) < 128:
+        return urllib.parse.quote(char, safe="")
+    return char.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+@given(st.lists(safe_names, min_size=1, max_size=6), st.booleans(), st.text(max_size=20))
+def test_escaped_segments_and_redirects_round_trip(names: list[str], raw: bool, query: str) -> None:
+    escaped = [urllib.parse.quote(n, safe="") for n in names]
+    if raw:  # non-ASCII as raw UTF-8 bytes, as some clients send it
+        escaped = ["".join(map(raw_or_escaped, n)) for n in names]
+    target = "/" + "/".join(escaped)
+    assert request_segments(target) == tuple(names)
+    query = urllib.parse.quote(query, safe="=&")
+    location = redirect_location(tuple(names), target + ("?" + query if query else ""))
+    assert location.startswith("/") and not location.startswith("//")
+    assert request_segments(location) == (*names, "")
+    assert location.partition("?")[2] == query
+
+
+@given(any_text, st.integers(min_value=0, max_value=1 << 62))
+def test_any_range_header_gives_a_range_inside_the_file_or_416(header: str, size: int) -> None:
+    try:
+        byte_range = parse_range(header, size)
+    except RangeNotSatisfiable as exc:
+        assert exc.status == 416
+        return
+    if byte_range is not None:
+        assert 0 <= byte_range.start <= byte_range.end < size
+        assert byte_range.length == byte_range.end - byte_range.start + 1
+
+
+@given(st.integers(min_value=1, max_value=1 << 50), st.data())
+def test_a_range_round_trips(size: int, data: st.DataObject) -> None:
+    start = data.draw(st.integers(min_value=0, max_value=size - 1))
+    end = data.draw(st.integers(min_value=start, max_value=size - 1))
+    assert parse_range(f"bytes={start}-{end}", size) == ByteRange(start, end, size)
+    assert parse_range(f"bytes={start}-", size) == ByteRange(start, size - 1, size)
+
+
+# Every second from 1970 to 9999: what an HTTP-date can say.
+timestamps = st.integers(min_value=0, max_value=253402300799)
+
+
+@given(timestamps)
+def test_http_dates_round_trip_in_all_three_forms(timestamp: int) -> None:
+    assert parse_http_date(http_date(timestamp)) == timestamp
+    when = time.gmtime(timestamp)
+    asctime = (
+        time.strftime("%a %b ", when) + f"{when.tm_mday:2d}" + time.strftime(" %H:%M:%S %Y", when)
+    )
+    assert parse_http_date(asctime) == timestamp
+    if 1970 <= when.tm_year < 2070:  # two-digit years: 70-99 are 19xx, the rest 20xx
+        rfc850 = time.strftime("%A, %d-%b-%y %H:%M:%S GMT", when)
+        assert parse_http_date(rfc850) == timestamp
+
+
+# Date-shaped text with numbers of any size (a 20-digit year once overflowed) and any zone.
+numbers = st.integers(min_value=0, max_value=10**25).map(str)
+zones = st.one_of(st.sampled_from(["GMT", "UTC", "EST", ""]), st.integers().map("{:+05d}".format))
+date_shaped = st.builds(
+    "{}, {} {} {} {}:{}:{} {}".format,
+    st.sampled_from(["Mon", "Sunday", "Xyz"]),
+    numbers,
+    st.sampled_from(["Jan", "Feb", "Foo"]),
+    numbers,
+    numbers,
+    numbers,
+    numbers,
+    zones,
+)
+
+
+@given(st.one_of(any_text, date_shaped))
+def test_any_if_modified_since_gives_a_date_or_none(text: str) -> None:
+    since = parse_http_date(text)
+    assert since is None or 0 <= since <= 253402300799 + 1
+    assert not_modified(text, 1_700_000_000) in (True, False)
