@@ -123,6 +123,18 @@ def test_ini_syntax_error_and_missing_section(tmp_path: Path) -> None:
     assert exc_info.value.line == 2
 
 
+def test_a_key_before_any_section_exits_2_naming_the_file(tmp_path: Path) -> None:
+    # Once an AttributeError inside the INI reader, and a traceback.
+    path = tmp_path / "no-section.ini"
+    path.write_text("listen = 6080\n[wsproxy]\n")
+    result = run_cli("-c", str(path))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"wsproxy: {path}:1: a key before any [section] header "
+        "(expected INI syntax: [wsproxy] then key = value lines)\n"
+    )
+
+
 # --- the process: exit statuses and messages ---------------------------------------------------
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from wsproxy.protocol.forwarded import TrustedProxies, forwarded_client
+from wsproxy.protocol.forwarded import TrustedProxies, forwarded_client, parse_ip
 from wsproxy.protocol.proxyproto import (
     MAX_HEADER_BYTES,
     NEED_DATA,
+    V1_PREFIX,
     ProxyHeader,
     ProxyHeaderError,
     Sniff,
@@ -182,3 +186,91 @@ def test_empty_trusted_proxies_trust_nobody() -> None:
     nobody = TrustedProxies([])
     assert not nobody
     assert "127.0.0.1" not in nobody
+
+
+# -- properties (hypothesis) ---------------------------------------------------------------------
+
+ipv4 = st.ip_addresses(v=4).map(str)
+ipv6 = st.ip_addresses(v=6).map(str)
+ports = st.integers(min_value=0, max_value=65535)
+
+
+@st.composite
+def headers(draw: st.DrawFn) -> tuple[bytes, ProxyHeader]:
+    """A v1 or v2 header with random addresses, and what it must parse to."""
+    v6 = draw(st.booleans())
+    src, dst = draw(st.tuples(*(ipv6 if v6 else ipv4,) * 2))
+    sport, dport = draw(ports), draw(ports)
+    if draw(st.booleans()):
+        line = f"PROXY TCP{6 if v6 else 4} {src} {dst} {sport} {dport}\r\n".encode()
+        return line, ProxyHeader(1, len(line), (src, sport), (dst, dport))
+    tlv = draw(st.binary(max_size=64))
+    header = v2_tcp6(src, dst, sport, dport) if v6 else v2_tcp4(src, dst, sport, dport, tlv)
+    return header, ProxyHeader(2, len(header), (src, sport), (dst, dport))
+
+
+def outcome(data: bytes) -> object:
+    """What parse() makes of ``data``: a header, NEED_DATA, or the module's own error."""
+    try:
+        return parse(data)
+    except ProxyHeaderError as exc:
+        assert exc.status == 400
+        return ProxyHeaderError
+
+
+@given(headers(), st.binary(max_size=32))
+def test_headers_round_trip_and_every_prefix_needs_more(
+    case: tuple[bytes, ProxyHeader], after: bytes
+) -> None:
+    header, expected = case
+    assert outcome(header + after) == expected
+    for end in range(len(header)):
+        assert outcome(header[:end]) is NEED_DATA
+
+
+signature_then_bytes = st.tuples(
+    st.sampled_from([b"", V1_PREFIX, SIG, SIG + b"\x21", SIG + b"\x21\x11"]),
+    st.binary(max_size=300),
+).map(b"".join)
+
+
+@given(st.one_of(st.binary(max_size=300), signature_then_bytes), st.data())
+def test_any_bytes_give_a_header_need_data_or_a_400_and_splitting_changes_nothing(
+    data: bytes, draw: st.DataObject
+) -> None:
+    final = outcome(data)
+    assert final is NEED_DATA or final is ProxyHeaderError or isinstance(final, ProxyHeader)
+    if isinstance(final, ProxyHeader):
+        assert final.length <= len(data)
+    # The caller parses what it has so far: a decision on a prefix is the decision on the whole.
+    cut = draw.draw(st.integers(min_value=0, max_value=len(data)))
+    early = outcome(data[:cut])
+    if early is not NEED_DATA:
+        assert early == final
+    if sniff(data) is Sniff.ABSENT:  # no signature: never a header, never a wait
+        assert final is ProxyHeaderError
+
+
+@given(st.lists(st.one_of(ipv4, ipv6), min_size=1, max_size=6), st.data())
+def test_forwarded_for_names_the_right_most_untrusted_hop(
+    hops: list[str], draw: st.DataObject
+) -> None:
+    trusted_hops = draw.draw(st.lists(st.sampled_from(hops), unique=True))
+    trusted = TrustedProxies(trusted_hops)
+    written = [f"[{h}]" if ":" in h and draw.draw(st.booleans()) else h for h in hops]
+    client = forwarded_client(" , ".join(written), trusted)
+    untrusted = [h for h in hops if h not in trusted_hops]
+    assert client == str(ipaddress.ip_address(untrusted[-1] if untrusted else hops[0]))
+
+
+@given(st.text(max_size=200), st.lists(st.text(max_size=40), max_size=4))
+def test_any_forwarded_for_and_trust_list_give_an_address_none_or_value_error(
+    header: str, entries: list[str]
+) -> None:
+    try:
+        trusted = TrustedProxies(entries)
+    except ValueError:
+        trusted = TrustedProxies(["127.0.0.1"])
+    client = forwarded_client(header, trusted)
+    assert client is None or ipaddress.ip_address(client)
+    assert (parse_ip(header) is None) or ipaddress.ip_address(str(parse_ip(header)))

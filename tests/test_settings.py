@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from wsproxy.settings import SETTINGS_BY_NAME
-from wsproxy.settings.values import format_address, parse_listen, parse_target
+from wsproxy.errors import ConfigError
+from wsproxy.settings import SETTINGS, SETTINGS_BY_NAME, Setting, read_ini
+from wsproxy.settings.values import (
+    format_address,
+    format_value,
+    parse_command,
+    parse_listen,
+    parse_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -72,3 +81,61 @@ def test_format_address_takes_every_socket_address_form(
     address: tuple[object, ...] | str, text: str
 ) -> None:
     assert format_address(address) == text
+
+
+# -- properties (hypothesis) ---------------------------------------------------------------------
+
+value_text = st.one_of(
+    st.text(max_size=60),
+    st.from_regex(r"\A[ -~]{0,40}\Z"),  # printable ASCII, where most valid values live
+    st.integers().map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+)
+
+
+# One row per value parser (many rows share one).
+parser_rows = list({id(row.parse): row for row in SETTINGS}.values())
+
+
+@given(st.sampled_from(parser_rows), value_text)
+def test_any_text_gives_a_value_or_a_value_error_and_values_round_trip(
+    row: Setting, text: str
+) -> None:
+    try:
+        value = row.parse(text)
+    except ValueError:
+        return
+    if row.name == "workers" and text.strip().lower() == "auto":
+        return  # auto becomes a count, which reads back as that count
+    if isinstance(value, tuple) and row.parse is not parse_command and row.name != "listen":
+        return  # lists are shown shell-quoted (--help) but read as plain words: no round trip
+    assert row.parse(format_value(value)) == value
+
+
+ini_keys = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=20)
+word = st.text(st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="#;%"))
+ini_values = (
+    st.lists(word.filter(bool), min_size=1, max_size=4)
+    .map(" ".join)
+    .filter(lambda v: not v.startswith(("[", "=", ":")))
+)
+
+
+@given(st.dictionaries(ini_keys, ini_values, max_size=8), st.sampled_from([" = ", "=", ": "]))
+def test_ini_files_round_trip(entries: dict[str, str], sep: str) -> None:
+    text = "# a comment\n[other]\nx = 1\n[wsproxy]\n" + "".join(
+        f"{key}{sep}{value}\n" for key, value in entries.items()
+    )
+    read = read_ini(text, "test.ini")
+    assert read == {key: (value, 5 + i) for i, (key, value) in enumerate(entries.items())}
+
+
+@given(st.one_of(st.text(max_size=300), st.text(max_size=300).map(lambda t: "[wsproxy]\n" + t)))
+def test_any_ini_text_gives_keys_or_a_config_error_naming_the_file(text: str) -> None:
+    try:
+        read = read_ini(text, "any.ini")
+    except ConfigError as exc:
+        assert exc.source == "any.ini" and exc.expected
+        return
+    for value, line in read.values():
+        assert isinstance(value, str) and line >= 0

@@ -23,11 +23,12 @@ def read_ini(text: str, source: str) -> dict[str, tuple[str, int]]:
     except configparser.Error as exc:
         line: int | None = getattr(exc, "lineno", None)
         message = str(exc).splitlines()[0]
-        if isinstance(exc, configparser.ParsingError) and exc.errors:
+        # First: a MissingSectionHeaderError is a ParsingError without ``errors``.
+        if isinstance(exc, configparser.MissingSectionHeaderError):
+            message = "a key before any [section] header"
+        elif isinstance(exc, configparser.ParsingError) and exc.errors:
             line, bad = exc.errors[0]
             message = f"cannot parse {bad.strip()!r}"
-        elif isinstance(exc, configparser.MissingSectionHeaderError):
-            message = "a key before any [section] header"
         raise ConfigError(
             message,
             source=source,
