@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TEST_PACKAGES := socat chromium telnetd tigervnc-standalone-server systemd nginx nodejs \
 	redis-server haproxy novnc libnss-wrapper
 
-.PHONY: all venv run test lint typecheck unit system-packages rebind clean bench
+.PHONY: all venv run test lint typecheck unit system-packages rebind clean bench soak
 
 all: venv rebind
 
@@ -70,6 +70,11 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 bench: $(BENCH_STAMP)
 	tools/system-packages.sh $(BENCH_PACKAGES)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The fault soak for DURATION seconds (README, "Fault soak"); `make test` runs 20 s of it.
+DURATION ?= 600
+soak: venv rebind
+	SOAK_DURATION=$(DURATION) $(VENV)/bin/pytest -q -s -p no:cacheprovider tests/test_soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
