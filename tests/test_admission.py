@@ -70,7 +70,16 @@ class Clients:
             self.open.enter_context(ws)
         return 101, took
 
-    def close(self) -> None:
+    def many(self, count: int) -> tuple[Counter[int | str], float]:
+        """``count`` clients at once: how many got each status, and the slowest answer."""
+        results = in_parallel(count, self.one)
+        statuses = Counter(r[0] if isinstance(r, tuple) else repr(r) for r in results)
+        return statuses, max((r[1] for r in results if isinstance(r, tuple)), default=0.0)
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.open.close()
 
 
@@ -83,16 +92,11 @@ def assert_round_trip(port: int) -> None:
 def test_under_ulimit_64_clients_past_the_cap_get_503_at_once(run_proxy, echo_server) -> None:
     proc = run_proxy(["127.0.0.1:0", echo_server.address], prefix=nofile(64, 64))
     proc.wait_log(r"open file limit 64: max_connections 15 \(auto\)")
-    clients = Clients(proc.port)
-    try:
-        results = in_parallel(40, clients.one)
-        statuses = Counter(r[0] if isinstance(r, tuple) else repr(r) for r in results)
-        assert set(statuses) == {101, 503}, statuses
-        assert statuses[101] == 15
-        slowest = max(r[1] for r in results if isinstance(r, tuple))
-        assert slowest < ANSWER_WITHIN
-    finally:
-        clients.close()
+    with Clients(proc.port) as clients:
+        statuses, slowest = clients.many(40)
+    assert set(statuses) == {101, 503}, statuses
+    assert statuses[101] == 15
+    assert slowest < ANSWER_WITHIN
     proc.wait_log(r"WARNING wsproxy\.admission: refused \d+ new client\(s\) with 503 .*max_conn")
     assert_round_trip(proc.port)
     refusals = [line for line in proc.lines if "refused" in line and "503" in line]
@@ -103,12 +107,9 @@ def test_under_ulimit_64_clients_past_the_cap_get_503_at_once(run_proxy, echo_se
 def test_a_soft_limit_is_raised_to_the_hard_one(run_proxy, echo_server) -> None:
     proc = run_proxy(["127.0.0.1:0", echo_server.address], prefix=nofile(64, 4096))
     proc.wait_log(r"open file limit raised from 64 to 4096: max_connections 1968 \(auto\)")
-    clients = Clients(proc.port)
-    try:
-        results = in_parallel(100, clients.one)
-        assert [r if not isinstance(r, tuple) else r[0] for r in results] == [101] * 100
-    finally:
-        clients.close()
+    with Clients(proc.port) as clients:
+        statuses, _ = clients.many(100)
+    assert statuses == {101: 100}, statuses
 
 
 def raw_upgrade(port: int) -> tuple[bytes, float]:
