@@ -241,6 +241,8 @@ def test_client_counts_hold_and_give_back() -> None:
         with counts.hold("b"):
             pass
     assert counts.counts == {}
+    with counts.hold(""), counts.hold(""), counts.hold(""):
+        pass  # no address (a UNIX socket client): not counted
     with ClientCounts(0).hold("a"), ClientCounts(0).hold("a"):
         pass  # 0: no limit
 

@@ -124,12 +124,13 @@ class ClientCounts:
 
     @contextlib.contextmanager
     def hold(self, address: str) -> Iterator[None]:
-        """A slot for ``address`` for the duration of the block.
+        """A slot for ``address`` for the duration of the block; an empty address (a UNIX
+        socket client that no trusted proxy named) is not counted.
 
         Raises:
             HandshakeError: 503, the address has ``limit`` sessions already.
         """
-        if not self.limit:
+        if not self.limit or not address:
             yield
             return
         held = self.counts.get(address, 0)
