@@ -184,7 +184,10 @@ class Session:
             response, subprotocol = hixie.hixie76_response(request, key3, secure=self.secure)
         else:
             response, subprotocol = hixie.hixie75_response(request, secure=self.secure)
-        self.proxy(kind.value, subprotocol, response, rest, request, agreement)
+        # Within the client's share of sessions (max_connections_per_ip): 503 past it, before
+        # the target is connected.
+        with self.context.per_client.hold(self.client):
+            self.proxy(kind.value, subprotocol, response, rest, request, agreement)
 
     def serve_http(self, request: Request, rest: bytes) -> None:
         """A plain HTTP request: the web server's if ``web`` is set, else a short refusal."""
@@ -210,20 +213,7 @@ class Session:
         agreement: deflate.Agreement | None = None,
     ) -> None:
         """Connect the target, accept the client, relay, log; ``agreement`` is the
-        permessage-deflate one, if negotiated. Within the client's share of sessions
-        (``max_connections_per_ip``: 503 past it, before the target is connected)."""
-        with self.context.per_client.hold(self.client):
-            self.relay_session(protocol, subprotocol, response, rest, request, agreement)
-
-    def relay_session(
-        self,
-        protocol: str,
-        subprotocol: str | None,
-        response: bytes,
-        rest: bytes,
-        request: Request,
-        agreement: deflate.Agreement | None,
-    ) -> None:
+        permessage-deflate one, if negotiated."""
         connecting = time.monotonic()
         auth = self.context.auth
         check = None if auth is None else partial(auth.check, self, request)
