@@ -5,6 +5,7 @@ or systemd would limit it."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -159,6 +160,23 @@ def test_past_max_connections_a_client_gets_503_instead_of_waiting(run_proxy, ec
             sock.close()
     time.sleep(0.2)
     assert_round_trip(proc.port)
+
+
+def test_a_reload_changes_the_cap_for_the_next_clients(run_proxy, echo_server, tmp_path) -> None:
+    ini = tmp_path / "w.ini"
+    ini.write_text(f"[wsproxy]\nlisten = 127.0.0.1:0\ntarget = {echo_server.address}\n"
+                   "max_connections = 1\n")  # fmt: skip
+    proc = run_proxy(["-c", str(ini)])
+    held = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+    try:
+        time.sleep(0.2)  # accepted: its session waits for a request
+        assert raw_upgrade(proc.port)[0] == b"HTTP/1.1 503 Service Unavailable"
+        ini.write_text(ini.read_text().replace("max_connections = 1", "max_connections = 2"))
+        proc.proc.send_signal(signal.SIGHUP)
+        proc.wait_log(r"reloaded targets=.* changed=max_connections='2'")
+        assert raw_upgrade(proc.port)[0] == b"HTTP/1.1 101 Switching Protocols"
+    finally:
+        held.close()
 
 
 # -- max_connections_per_ip ----------------------------------------------------------------------
