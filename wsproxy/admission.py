@@ -31,6 +31,7 @@ import gevent.socket
 
 from wsproxy.errors import HandshakeError
 from wsproxy.protocol.handshake import error_response
+from wsproxy.settings import Settings
 from wsproxy.wire import linger_close
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Doorman",
     "RefusalLog",
     "auto_max_connections",
+    "connection_cap",
     "fd_reserve",
     "raise_fd_limit",
 ]
@@ -88,6 +90,15 @@ def fd_limit() -> int:
 def fd_reserve(limit: int) -> int:
     """Descriptors kept out of the sessions' share: a floor plus about 3 % of the limit."""
     return FD_RESERVE_MIN + limit // 32
+
+
+def connection_cap(settings: Settings) -> int:
+    """``max_connections``, with ``auto`` worked out from the open-file limit (a recorded
+    session holds its recording too); 0 for no cap."""
+    if settings.max_connections is not None:
+        return settings.max_connections
+    per_session = FDS_PER_SESSION + (1 if settings.record else 0)
+    return auto_max_connections(fd_limit(), per_session)
 
 
 def auto_max_connections(limit: int, fds_per_session: int = FDS_PER_SESSION) -> int:

@@ -25,9 +25,10 @@ from wsproxy import admission
 from wsproxy.admission import ClientCounts, Doorman
 from wsproxy.auth import Authenticator
 from wsproxy.context import Context
-from wsproxy.errors import CloseCode, ConfigError, StartupError
+from wsproxy.errors import ConfigError, StartupError
 from wsproxy.frontdoor import FrontDoor
 from wsproxy.heartbeat import Heartbeat
+from wsproxy.idlesweep import IdleSweep
 from wsproxy.lifetime import Lifetime
 from wsproxy.listeners import Listener, open_listener
 from wsproxy.metrics import open_metrics
@@ -47,10 +48,6 @@ __all__ = ["WSProxy"]
 log = logging.getLogger(__name__)
 
 KILL_WAIT = 1.0  # seconds killed sessions get to unwind (close their sockets) after the deadline
-IDLE_SWEEP_MAX = (
-    5.0  # the idle sweeper looks every session_idle_timeout / 4, at most this long apart
-)
-IDLE_SWEEP_MIN = 0.1  # ... and at least this long apart, whatever session_idle_timeout says
 
 
 class WSProxy(StreamServer):
@@ -117,7 +114,7 @@ class WSProxy(StreamServer):
                 on_restart=self.metrics.wrap_restarts.inc,
             )
         self.targets = self.make_targets(settings)
-        self.max_connections = self.connection_cap(settings)
+        self.max_connections = admission.connection_cap(settings)
         self.doorman = Doorman(
             lambda: self.metrics.handshake_failed("503"),
             max_lingering=admission.fd_reserve(admission.fd_limit()),
@@ -128,15 +125,6 @@ class WSProxy(StreamServer):
         # The listener itself is made by get_listener (UNIX socket, inetd, -6): gevent needs
         # an address of some form here.
         super().__init__(settings.listen or ("", 0), spawn=Pool())
-
-    @staticmethod
-    def connection_cap(settings: Settings) -> int:
-        """``max_connections``, with ``auto`` worked out from the open-file limit (a recorded
-        session holds its recording too); 0 for no cap."""
-        if settings.max_connections is not None:
-            return settings.max_connections
-        per_session = admission.FDS_PER_SESSION + (1 if settings.record else 0)
-        return admission.auto_max_connections(admission.fd_limit(), per_session)
 
     # -- what sessions share --
 
@@ -195,7 +183,7 @@ class WSProxy(StreamServer):
             recordings = Recordings(settings.record) if settings.record else None
         idle_changed = settings.session_idle_timeout != self.settings.session_idle_timeout
         # The caps apply to the next clients; open sessions are not cut.
-        self.max_connections = self.connection_cap(settings)
+        self.max_connections = admission.connection_cap(settings)
         self.per_client.limit = settings.max_connections_per_ip
         self.settings, self.frontdoor, self.trusted_proxies = settings, frontdoor, trusted
         self.targets, self.recordings, self.auth = targets, recordings, auth
@@ -204,7 +192,7 @@ class WSProxy(StreamServer):
             self._sweeper.kill(block=False)
             self._sweeper = None
         if idle_changed and settings.session_idle_timeout > 0 and self.started:
-            self._sweeper = gevent.spawn(self._sweep_idle, settings.session_idle_timeout)
+            self._start_sweeper(settings.session_idle_timeout)
 
     # -- wrapped program --
 
@@ -220,7 +208,7 @@ class WSProxy(StreamServer):
         super().start()
         settings = self.settings
         if settings.session_idle_timeout > 0:
-            self._sweeper = gevent.spawn(self._sweep_idle, settings.session_idle_timeout)
+            self._start_sweeper(settings.session_idle_timeout)
         if settings.heartbeat > 0:
             beat = Heartbeat(settings.heartbeat, self._relays, settings.close_timeout)
             self._heartbeat = gevent.spawn(beat.run)
@@ -387,24 +375,8 @@ class WSProxy(StreamServer):
         """Connections being handled now (handshaking, relaying or served by the web server)."""
         return len(self.pool)
 
-    def _sweep_idle(self, idle: float) -> None:
-        """Close sessions in which no data moved either way for ``idle`` seconds (pings and
-        other control frames do not count: they are not the user's traffic).
-
-        One greenlet per server looks at the relays' byte counters now and then, so the pumps
-        pay nothing for it (no timer per read)."""
-        while not self._stopping:
-            gevent.sleep(min(max(idle / 4, IDLE_SWEEP_MIN), IDLE_SWEEP_MAX))
-            now = time.monotonic()
-            for session in list(self.sessions):
-                relay = session.relay
-                if relay is None or relay.outcome is not None:
-                    continue
-                moved, seen = (relay.bytes_in, relay.bytes_out), relay.last_counts
-                if moved != seen[:2] or not seen[2]:
-                    relay.last_counts = (*moved, now)
-                elif now - seen[2] >= idle:
-                    gevent.spawn(relay.going_away, CloseCode.NORMAL, "idle timeout")
+    def _start_sweeper(self, idle: float) -> None:
+        self._sweeper = gevent.spawn(IdleSweep(idle, self._relays).run)
 
     def _stop(self, deadline: float) -> None:
         self._stopping = True
