@@ -3,6 +3,7 @@ child processes."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -10,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,11 +83,27 @@ def test_make_rebind_builds_the_copy_wsproxy_loads(tmp_path: Path) -> None:
     assert Path(find_rebind_lib(None)).relative_to(ROOT).as_posix() == "wsproxy/rebind.so"
 
 
-def two_free_ports() -> tuple[int, int]:
-    with socket.socket() as a, socket.socket() as b:
-        a.bind(("127.0.0.1", 0))
-        b.bind(("127.0.0.1", 0))
-        return a.getsockname()[1], b.getsockname()[1]
+PortPairs = Callable[[], tuple[int, int]]
+
+
+@pytest.fixture
+def held_ports() -> Iterator[PortPairs]:
+    """Reserves two ports at a time for the whole test, not just while they are picked.
+
+    Each stays bound (dual-stack wildcard, SO_REUSEADDR, never listening), so the kernel
+    hands it to no other bind(0) or connect() on the machine, yet the child, which also sets
+    SO_REUSEADDR, can still bind it on any address of either family.
+    """
+    with contextlib.ExitStack() as stack:
+
+        def reserve() -> int:
+            sock = stack.enter_context(socket.socket(socket.AF_INET6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+            return int(sock.getsockname()[1])
+
+        yield lambda: (reserve(), reserve())
 
 
 def run_code(
@@ -123,17 +141,17 @@ def ports_env(old: int, new: int) -> dict[str, str]:
     ],
 )
 def test_bind_of_old_port_lands_on_loopback_at_new_port(
-    rebind_so: Path, family: str, host: str, landed: str
+    rebind_so: Path, held_ports: PortPairs, family: str, host: str, landed: str
 ) -> None:
-    old, new = two_free_ports()
+    old, new = held_ports()
     out, stderr = run_child(rebind_so, ports_env(old, new), f"{family},{host},{old}")
     assert out == [[landed, new]]
     assert "rebind" not in stderr
 
 
-def test_bind_of_another_port_is_untouched(rebind_so: Path) -> None:
-    old, new = two_free_ports()
-    _, other = two_free_ports()
+def test_bind_of_another_port_is_untouched(rebind_so: Path, held_ports: PortPairs) -> None:
+    old, new = held_ports()
+    _, other = held_ports()
     out, _ = run_child(
         rebind_so, ports_env(old, new), f"4,0.0.0.0,{other}", f"6,::1,{other}", "4,127.0.0.1,0"
     )
@@ -142,16 +160,18 @@ def test_bind_of_another_port_is_untouched(rebind_so: Path) -> None:
     assert out[2][0] == "127.0.0.1" and out[2][1] not in (0, old, new)  # type: ignore[index]
 
 
-def test_failing_bind_reports_the_real_errno(rebind_so: Path) -> None:
-    old, new = two_free_ports()
+def test_failing_bind_reports_the_real_errno(rebind_so: Path, held_ports: PortPairs) -> None:
+    old, new = held_ports()
     with socket.create_server(("127.0.0.1", new)) as taken:
         assert taken.getsockname()[1] == new
         out, _ = run_child(rebind_so, ports_env(old, new), f"4,0.0.0.0,{old}", f"4,8.8.8.8,{old}")
     assert out == [errno.EADDRINUSE, errno.EADDRNOTAVAIL]
 
 
-def test_unix_socket_bind_passes_through(rebind_so: Path, tmp_path: Path) -> None:
-    old, new = two_free_ports()
+def test_unix_socket_bind_passes_through(
+    rebind_so: Path, held_ports: PortPairs, tmp_path: Path
+) -> None:
+    old, new = held_ports()
     path = tmp_path / "sock"
     code = f"import socket; s = socket.socket(socket.AF_UNIX); s.bind({str(path)!r}); print('ok')"
     result = run_code(rebind_so, ports_env(old, new), code)
@@ -175,8 +195,10 @@ print(libc.bind(sock.fileno(), base + page - 1, 1), ctypes.get_errno())
 """
 
 
-def test_address_shorter_than_its_family_passes_through_unread(rebind_so: Path) -> None:
-    old, new = two_free_ports()
+def test_address_shorter_than_its_family_passes_through_unread(
+    rebind_so: Path, held_ports: PortPairs
+) -> None:
+    old, new = held_ports()
     result = run_code(rebind_so, ports_env(old, new), SHORT_ADDRESS_CHILD)
     assert result.returncode == 0, f"child died: {result.returncode} {result.stderr}"
     assert result.stdout.split() == ["-1", str(errno.EINVAL)]
@@ -192,9 +214,9 @@ def test_address_shorter_than_its_family_passes_through_unread(rebind_so: Path) 
     ],
 )
 def test_unset_or_malformed_ports_pass_through_and_are_reported_once(
-    rebind_so: Path, env: dict[str, str], message: str
+    rebind_so: Path, held_ports: PortPairs, env: dict[str, str], message: str
 ) -> None:
-    _, port = two_free_ports()
+    _, port = held_ports()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("REBIND_")}
     result = subprocess.run(
         [sys.executable, "-c", CHILD, f"4,0.0.0.0,{port}", f"6,::,{port}"],
