@@ -32,7 +32,7 @@ from wsproxy.settings import (
 from wsproxy.tuning import freeze_startup_objects, lighten_greenlets, lighten_logging
 from wsproxy.upgrade import Handover, take_over, upgrade_master, upgrade_server
 from wsproxy.workermetrics import MetricsArbiter, ValueFiles
-from wsproxy.workers import Arbiter
+from wsproxy.workers import Arbiter, release_deferred_signals
 from wsproxy.wrap import PortSlot
 
 if TYPE_CHECKING:
@@ -190,6 +190,7 @@ def serve(
         gevent.signal_handler(signum, on_stop, signum)
     gevent.signal_handler(signal.SIGHUP, on_hup)
     gevent.signal_handler(signal.SIGUSR2, on_usr2)
+    release_deferred_signals()
     if server.settings.workers == 1:  # else the master said it
         _log_listening(server)
     for report in reports:

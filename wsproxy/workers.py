@@ -64,7 +64,10 @@ KILL_WAIT = 2.0  # after SIGKILL: seconds to wait for the kernel to end a child 
 PARENT_CHECK_INTERVAL = 1.0  # a worker checks this often whether its master is gone
 
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2, signal.SIGCHLD)
-CHILD_IGNORES = (signal.SIGHUP, signal.SIGUSR2)  # in a new worker, until serve() handles them
+# Ignored in a helper child; in a new worker held pending (blocked) until serve() has its
+# handlers and calls release_deferred_signals(): a logrotate SIGHUP that comes while a worker
+# starts must still make it reopen the log file it inherited.
+CHILD_DEFERS = (signal.SIGHUP, signal.SIGUSR2)
 
 
 @dataclass
@@ -260,7 +263,7 @@ class Arbiter:
             self._spawn(number)
 
     def _spawn(self, number: int) -> None:
-        pid = self._fork(self.serve)
+        pid = self._fork(self.serve, worker=True)
         if pid is None:
             self._next_spawn = time.monotonic() + self._backoff.after_run(0.0)
             return
@@ -273,7 +276,7 @@ class Arbiter:
         and exits with its status. None if fork failed (logged)."""
         return self._fork(body)
 
-    def _fork(self, body: Callable[[], int]) -> int | None:
+    def _fork(self, body: Callable[[], int], *, worker: bool = False) -> int | None:
         """Fork a child that runs ``body`` and exits with its status; None if fork failed."""
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
@@ -287,21 +290,24 @@ class Arbiter:
             log.error("cannot fork: %s", exc.strerror or exc)
             return None
         if pid == 0:
-            self._child_main(body)
+            self._child_main(body, worker)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
         return pid
 
-    def _child_main(self, body: Callable[[], int]) -> NoReturn:
+    def _child_main(self, body: Callable[[], int], worker: bool) -> NoReturn:
         """The child side of the fork: never returns into the master's code."""
         status = 1
         try:
             os.close(self._wake_r)
             os.close(self._wake_w)
             # Default actions until serve() installs its handlers: SIGTERM before then simply
-            # ends a worker that has no client yet; a SIGHUP then has nothing to reopen.
+            # ends a worker that has no client yet. A helper ignores CHILD_DEFERS (a program it
+            # execs inherits that, and may still handle them); a worker keeps them pending.
             for signum in MASTER_SIGNALS:
-                signal.signal(signum, signal.SIG_IGN if signum in CHILD_IGNORES else signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
+                ignored = signum in CHILD_DEFERS and not worker
+                signal.signal(signum, signal.SIG_IGN if ignored else signal.SIG_DFL)
+            unblock = [s for s in MASTER_SIGNALS if not worker or s not in CHILD_DEFERS]
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
             gevent.reinit()
             gevent.spawn(_stop_when_orphaned, self.pid)
             status = body()
@@ -423,6 +429,12 @@ class Arbiter:
     def _reaped_all(self) -> bool:
         self._reap()
         return not self.workers
+
+
+def release_deferred_signals() -> None:
+    """In a worker whose SIGHUP/SIGUSR2 handlers are in place: deliver any that came meanwhile
+    (a no-op in a process that blocked none)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_DEFERS)
 
 
 def _stop_when_orphaned(master: int) -> None:
