@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from wsraw import RawClient
 
-from wsproxy.protocol.rfc6455 import Compressed, Opcode, apply_mask, frame_header
+from wsproxy.protocol.payload import apply_mask
+from wsproxy.protocol.rfc6455 import Compressed, Opcode, frame_header
 from wsproxy.record import parse_recording
 
 TEXT = b"".join(b"%06d user@host:~$ ls -l /var/log | grep -c error\r\n" % i for i in range(22000))

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from wsproxy.errors import HandshakeError, ProtocolError
 from wsproxy.protocol import hixie
 from wsproxy.protocol.handshake import MAX_HEAD_BYTES, Request, parse_request
+from wsproxy.protocol.payload import Base64Decoder
 from wsproxy.protocol.rfc6455 import (
-    Base64Decoder,
     Close,
     Data,
     FrameParser,

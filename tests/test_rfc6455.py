@@ -9,8 +9,8 @@ import struct
 import pytest
 
 from wsproxy.errors import CloseCode, ProtocolError
+from wsproxy.protocol.payload import Base64Decoder, apply_mask
 from wsproxy.protocol.rfc6455 import (
-    Base64Decoder,
     Close,
     Data,
     FrameParser,
@@ -18,7 +18,6 @@ from wsproxy.protocol.rfc6455 import (
     Ping,
     Pong,
     accept_key,
-    apply_mask,
     check_close_code,
     encode_close,
     encode_frame,

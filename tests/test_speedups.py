@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from wsproxy.protocol import rfc6455
+from wsproxy.protocol import payload
 
 # Around the fallback's switch to translate passes, the C word loop's tail, and odd lanes.
 SIZES = [0, 1, 3, 4, 7, 8, 9, 31, 1023, 1024, 1025, 4097, 65536, 65539]
@@ -21,8 +21,8 @@ def reference(data: bytes, mask: bytes) -> bytes:
 def test_pure_python_masking_matches_the_rfc(size: int) -> None:
     data, mask = os.urandom(size), os.urandom(4)
     expected = reference(data, mask)
-    assert rfc6455.py_apply_mask(data, mask) == expected
-    assert rfc6455.py_apply_mask(memoryview(bytearray(data)), mask) == expected
+    assert payload.py_apply_mask(data, mask) == expected
+    assert payload.py_apply_mask(memoryview(bytearray(data)), mask) == expected
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -37,12 +37,12 @@ def test_c_speedup_matches_the_rfc(size: int) -> None:
 def test_the_c_speedup_is_used_when_built() -> None:
     from wsproxy import _speedups
 
-    assert rfc6455.apply_mask is _speedups.apply_mask
+    assert payload.apply_mask is _speedups.apply_mask
 
 
 def test_pure_python_masking_refuses_a_short_mask_like_the_c_speedup() -> None:
     with pytest.raises(ValueError):
-        rfc6455.py_apply_mask(b"data", b"abc")
+        payload.py_apply_mask(b"data", b"abc")
 
 
 def test_c_speedup_refuses_a_short_mask() -> None:
@@ -62,9 +62,9 @@ def test_c_base64_matches_binascii(size: int) -> None:
     data = os.urandom(size)
     text = binascii.b2a_base64(data, newline=False)
     assert _speedups.b64encode(data) == text
-    assert _speedups.b64encode(data, b"\x81\x7e") == rfc6455.py_b64encode(data, b"\x81\x7e")
+    assert _speedups.b64encode(data, b"\x81\x7e") == payload.py_b64encode(data, b"\x81\x7e")
     assert _speedups.b64decode(text) == data
-    assert rfc6455.b64decode(text) == data
+    assert payload.b64decode(text) == data
 
 
 # Malformed text: the C path must never accept what binascii (strict) refuses, nor differ.
@@ -91,17 +91,17 @@ def test_base64_decoding_gives_binascii_strict_verdict(text: bytes) -> None:
     except (binascii.Error, ValueError) as exc:
         expected = type(exc)
     try:
-        got: bytes | type[Exception] = rfc6455.b64decode(text)
+        got: bytes | type[Exception] = payload.b64decode(text)
     except (binascii.Error, ValueError) as exc:
         got = type(exc)
     assert got == expected
 
 
 def test_base64_decoder_without_the_c_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rfc6455, "_fast_b64decode", rfc6455.py_b64decode)
+    monkeypatch.setattr(payload, "_fast_b64decode", payload.py_b64decode)
     data = os.urandom(1000)
-    text = rfc6455.py_b64encode(data)
-    decoder = rfc6455.Base64Decoder()
+    text = payload.py_b64encode(data)
+    decoder = payload.Base64Decoder()
     assert decoder.decode(text[:501], False) + decoder.decode(text[501:], True) == data
-    with pytest.raises(rfc6455.ProtocolError):
-        rfc6455.Base64Decoder().decode(b"ab!d", True)
+    with pytest.raises(payload.ProtocolError):
+        payload.Base64Decoder().decode(b"ab!d", True)

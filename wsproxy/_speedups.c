@@ -1,5 +1,5 @@
 /* Optional C speed-ups for the relay's hot path (wsproxy._speedups), each with a pure-Python
- * fallback in rfc6455.py that stays tested against it.
+ * fallback in protocol/payload.py that stays tested against it.
  *
  * apply_mask(data, mask) -> bytes: RFC 6455 masking, eight bytes at a time. The bench showed
  *   unmasking at about 75% of the proxy's CPU on upload in pure Python.

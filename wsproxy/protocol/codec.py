@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from wsproxy.errors import CloseCode, ProtocolError
-from wsproxy.protocol import hixie, rfc6455
+from wsproxy.protocol import hixie, payload, rfc6455
 from wsproxy.protocol.deflate import Agreement, DeflateFrameParser, Deflater, Inflater
 from wsproxy.protocol.message import MessageCheck
 from wsproxy.protocol.rfc6455 import Opcode
@@ -127,14 +127,14 @@ class Base64Codec(BinaryCodec):
 
     def __init__(self, subprotocol: str | None, max_message: int = 0) -> None:
         super().__init__(subprotocol, max_message)
-        self._b64 = rfc6455.Base64Decoder()
+        self._b64 = payload.Base64Decoder()
 
     def _payload(self, event: rfc6455.Data) -> bytes:
         return self._b64.decode(event.payload, event.fin)
 
     def encode(self, data: memoryview) -> bytes:
         header = rfc6455.frame_header(Opcode.TEXT, (len(data) + 2) // 3 * 4)
-        return rfc6455.b64encode(data, header)
+        return payload.b64encode(data, header)
 
 
 class DeflateCodec:
@@ -149,7 +149,7 @@ class DeflateCodec:
         self, subprotocol: str | None, agreement: Agreement, max_message_size: int = 0
     ) -> None:
         self.subprotocol = subprotocol
-        self._base64 = rfc6455.Base64Decoder() if subprotocol == "base64" else None
+        self._base64 = payload.Base64Decoder() if subprotocol == "base64" else None
         self._opcode = Opcode.TEXT if self._base64 else Opcode.BINARY
         self._parser = DeflateFrameParser()
         self._deflater = Deflater(agreement.server_bits, agreement.server_no_context_takeover)
@@ -230,7 +230,7 @@ class DeflateCodec:
         raise NotImplementedError("compressed frames are built by encode()")
 
     def encode(self, data: memoryview) -> bytes:
-        message = rfc6455.b64encode(data) if self._base64 is not None else data
+        message = payload.b64encode(data) if self._base64 is not None else data
         body = self._deflater.compress(message)
         header = rfc6455.frame_header(self._opcode, len(body))
         frame = bytes((header[0] | 0x40,)) + header[1:] + body  # RSV1: compressed

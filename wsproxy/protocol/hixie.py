@@ -17,7 +17,7 @@ from http import HTTPStatus
 from wsproxy.errors import HandshakeError, ProtocolError
 from wsproxy.protocol.handshake import Request, check_get, origin_of
 from wsproxy.protocol.message import MessageCheck
-from wsproxy.protocol.rfc6455 import Base64Decoder
+from wsproxy.protocol.payload import Base64Decoder
 
 __all__ = [
     "CLOSE_FRAME",
