@@ -21,6 +21,7 @@ from wsproxy import admission, record
 from wsproxy.arguments import build_usage, parse_args
 from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
 from wsproxy.errors import ConfigError, StartupError
+from wsproxy.forking import release_deferred_signals
 from wsproxy.keeperlink import KeeperLink, keep_program
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
@@ -32,7 +33,7 @@ from wsproxy.settings import (
 from wsproxy.tuning import freeze_startup_objects, lighten_greenlets, lighten_logging
 from wsproxy.upgrade import Handover, take_over, upgrade_master, upgrade_server
 from wsproxy.workermetrics import MetricsArbiter, ValueFiles
-from wsproxy.workers import Arbiter, release_deferred_signals
+from wsproxy.workers import Arbiter
 from wsproxy.wrap import PortSlot
 
 if TYPE_CHECKING:

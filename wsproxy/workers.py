@@ -20,7 +20,8 @@ and the kernel gives each connection to one of them. The master serves nobody; i
 Hooks for features that live in the master (a wrapped program, a metrics endpoint): override
 :meth:`Arbiter.on_start`, :meth:`Arbiter.on_tick` (at least every ``WAKE_INTERVAL``),
 :meth:`Arbiter.on_drain`, :meth:`Arbiter.on_stop` and :meth:`Arbiter.on_worker_exit`;
-:attr:`Arbiter.restarts` counts replaced workers; :meth:`Arbiter.fork` starts a helper child.
+:attr:`Arbiter.restarts` counts replaced workers; :meth:`Arbiter.fork` starts a helper child
+(the fork and the child's side of it: :mod:`wsproxy.forking`).
 """
 
 from __future__ import annotations
@@ -31,19 +32,16 @@ import logging
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
-
-import gevent
+from typing import Any
 
 from wsproxy.children import Backoff, describe_status, status_of
+from wsproxy.forking import MASTER_SIGNALS, fork_child
 
 __all__ = [
     "KILL_WAIT",
-    "PARENT_CHECK_INTERVAL",
     "RESPAWN_BACKOFF_MAX",
     "RESPAWN_BACKOFF_MIN",
     "STOP_KILL_AFTER",
@@ -61,13 +59,6 @@ RESPAWN_BACKOFF_MAX = 30.0  # ...doubling per young death up to this
 WORKER_STABLE_SECS = 10.0  # a worker that lived this long resets the back-off
 STOP_KILL_AFTER = 2.0  # on stop: seconds beyond graceful_timeout before SIGKILL
 KILL_WAIT = 2.0  # after SIGKILL: seconds to wait for the kernel to end a child (D state: never)
-PARENT_CHECK_INTERVAL = 1.0  # a worker checks this often whether its master is gone
-
-MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2, signal.SIGCHLD)
-# Ignored in a helper child; in a new worker held pending (blocked) until serve() has its
-# handlers and calls release_deferred_signals(): a logrotate SIGHUP that comes while a worker
-# starts must still make it reopen the log file it inherited.
-CHILD_DEFERS = (signal.SIGHUP, signal.SIGUSR2)
 
 
 @dataclass
@@ -277,50 +268,9 @@ class Arbiter:
         return self._fork(body)
 
     def _fork(self, body: Callable[[], int], *, worker: bool = False) -> int | None:
-        """Fork a child that runs ``body`` and exits with its status; None if fork failed."""
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        # Blocked across the fork, so a signal cannot reach the child while it still runs the
-        # master's handlers; the child unblocks once its own are in place.
-        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
-            log.error("cannot fork: %s", exc.strerror or exc)
-            return None
-        if pid == 0:
-            self._child_main(body, worker)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
-        return pid
-
-    def _child_main(self, body: Callable[[], int], worker: bool) -> NoReturn:
-        """The child side of the fork: never returns into the master's code."""
-        status = 1
-        try:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            # Default actions until serve() installs its handlers: SIGTERM before then simply
-            # ends a worker that has no client yet. A helper ignores CHILD_DEFERS (a program it
-            # execs inherits that, and may still handle them); a worker keeps them pending.
-            for signum in MASTER_SIGNALS:
-                ignored = signum in CHILD_DEFERS and not worker
-                signal.signal(signum, signal.SIG_IGN if ignored else signal.SIG_DFL)
-            unblock = [s for s in MASTER_SIGNALS if not worker or s not in CHILD_DEFERS]
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
-            gevent.reinit()
-            gevent.spawn(_stop_when_orphaned, self.pid)
-            status = body()
-        except SystemExit as exc:
-            # sys.exit() and sys.exit(None) mean success; a message means failure.
-            status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            log.exception("worker failed")
-        finally:
-            for handler in logging.getLogger().handlers:
-                with contextlib.suppress(Exception):
-                    handler.flush()
-            os._exit(status)
+        return fork_child(
+            body, master=self.pid, inherited=(self._wake_r, self._wake_w), worker=worker
+        )
 
     def _reap(self) -> None:
         self._reap_companion()
@@ -429,18 +379,3 @@ class Arbiter:
     def _reaped_all(self) -> bool:
         self._reap()
         return not self.workers
-
-
-def release_deferred_signals() -> None:
-    """In a worker whose SIGHUP/SIGUSR2 handlers are in place: deliver any that came meanwhile
-    (a no-op in a process that blocked none)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_DEFERS)
-
-
-def _stop_when_orphaned(master: int) -> None:
-    """In a worker: if the master died (SIGKILL, crash), stop like on SIGTERM rather than serve
-    on unsupervised."""
-    while os.getppid() == master:
-        gevent.sleep(PARENT_CHECK_INTERVAL)
-    log.warning("master pid=%d is gone, stopping", master)
-    os.kill(os.getpid(), signal.SIGTERM)
