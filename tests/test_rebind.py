@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from wsproxy.wrap import find_rebind_lib
+from wsproxy.rebinding import find_rebind_lib
 
 # Binds each address given on the command line (family, host, port) and prints where each socket
 # landed, or the errno of a failed bind, as one JSON list.

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from wsraw import Opcode, RawClient
 
-from wsproxy.wrap import find_rebind_lib, rebind_env
+from wsproxy.rebinding import find_rebind_lib, rebind_env
 
 PY = sys.executable
 STARTED = r"wrap started name=\S+ pid=(\d+)"

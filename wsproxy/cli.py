@@ -25,6 +25,7 @@ from wsproxy.forking import release_deferred_signals
 from wsproxy.keeperlink import KeeperLink, keep_program
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
+from wsproxy.rebinding import PortSlot
 from wsproxy.reload import ConfigReader, reload_server, reload_tokens
 from wsproxy.settings import (
     Settings,
@@ -34,7 +35,6 @@ from wsproxy.tuning import freeze_startup_objects, lighten_greenlets, lighten_lo
 from wsproxy.upgrade import Handover, take_over, upgrade_master, upgrade_server
 from wsproxy.workermetrics import MetricsArbiter, ValueFiles
 from wsproxy.workers import Arbiter
-from wsproxy.wrap import PortSlot
 
 if TYPE_CHECKING:
     from wsproxy.server import WSProxy
