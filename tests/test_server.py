@@ -12,6 +12,7 @@ import time
 
 import gevent
 import gevent.server
+import gevent.socket
 import pytest
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect
@@ -102,3 +103,33 @@ def test_stop_does_not_wait_for_clients_still_in_their_handshake(run_proxy, echo
     with contextlib.suppress(ConnectionResetError):
         assert slow.recv(100) == b""  # closed, with no answer
     slow.close()
+
+
+def test_a_client_accepted_just_before_the_listener_retires_is_served(echo_server) -> None:  # type: ignore[no-untyped-def]
+    """gevent starts a handler a loop turn after its accept: a drain (SIGUSR2) or --timeout that
+    retires the listener in between must not close that client unanswered."""
+    proxy = WSProxy(("127.0.0.1", 0), echo_server.address)
+    proxy.start()
+    side = gevent.socket.socket()
+    side.bind(("127.0.0.1", 0))
+    side.listen(1)
+    hub = gevent.get_hub()
+
+    def client() -> bytes:
+        with socket.create_connection(side.getsockname(), timeout=5) as sock:
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            return sock.recv(100)
+
+    try:
+        with gevent.Timeout(10):
+            answer = hub.threadpool.spawn(client)
+            conn, address = side.accept()
+            proxy.pool.spawn(proxy.handle, conn, address)  # accepted: its handler not yet run
+            proxy.retire()  # before the handler's first turn
+            assert answer.get().startswith(b"HTTP/1.1 101 ")
+    finally:
+        side.close()
+        proxy.stop()

@@ -292,9 +292,11 @@ class WSProxy(StreamServer):
         return gevent_socket(listener.family, listener.type, listener.proto, fileno=fd), address
 
     def handle(self, sock: Any, address: Any) -> None:
-        if self._stopping or self._retired:  # accepted just before: it will not be served
+        if self._stopping:  # accepted just before stop(): it will not be closed, so drop it
             sock.close()
             return
+        # Accepted before a drain or --timeout retired the listener (gevent runs a handler a
+        # loop turn after its accept): served, since the drain waits for the pool.
         session = self.session_class(sock, address, self.context)
         log.debug("accepted peer=%s", session.peer)
         self.sessions.add(session)
