@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from wsproxy.errors import CloseCode, ProtocolError
+from wsproxy.errors import CloseCode
 from wsproxy.protocol import hixie, payload, rfc6455
 from wsproxy.protocol.deflate import Agreement, DeflateFrameParser, Deflater, Inflater
 from wsproxy.protocol.message import MessageCheck
@@ -156,10 +156,9 @@ class DeflateCodec:
         self._inflater = Inflater(
             agreement.client_bits, agreement.client_no_context_takeover, max_message_size
         )
-        self.max_message_size = max_message_size
+        self._plain = MessageCheck(max_message_size)  # the size of a message sent uncompressed
         self._fin = False  # the compressed piece being inflated is its message's last
         self._events: deque[rfc6455.Event] = deque()  # parsed, not handled yet (over budget)
-        self._size = 0  # bytes of the current uncompressed message
         # UTF-8 of inflated text (the parser checks uncompressed text; the Inflater the size).
         self._utf8 = MessageCheck()
         self._starts = True  # the next compressed piece starts a message
@@ -193,7 +192,9 @@ class DeflateCodec:
                 self._starts = self._fin = event.fin
                 inflater.push(event.payload, event.fin)
             elif type(event) is rfc6455.Data:
-                self._count(len(event.payload), event.fin)
+                self._plain.count(len(event.payload))
+                if event.fin:
+                    self._plain.begin(False)
                 self._deliver(out, event.payload, event.fin)
             elif type(event) is rfc6455.Ping:
                 pong = rfc6455.encode_frame(Opcode.PONG, event.payload)
@@ -208,16 +209,6 @@ class DeflateCodec:
     def eof(self) -> None:
         self._parser.eof()
         self._utf8.cut()
-
-    def _count(self, size: int, fin: bool) -> None:
-        """max_message_size for a message the client did not compress."""
-        self._size += size
-        if self.max_message_size and self._size > self.max_message_size:
-            raise ProtocolError(
-                f"message over {self.max_message_size} bytes", CloseCode.MESSAGE_TOO_BIG
-            )
-        if fin:
-            self._size = 0
 
     def _deliver(self, out: Decoded, piece: bytes, fin: bool) -> None:
         self.message_in += len(piece)
