@@ -215,6 +215,16 @@ def pki(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, s
     return {p.stem: str(p) for p in d.iterdir()}
 
 
+def end_process(proc: subprocess.Popen[str], timeout: float = 10) -> None:
+    """SIGTERM a peer the test started, and SIGKILL it if it has not gone within ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 5, what: str = "") -> object:
     """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout``."""
     deadline = time.monotonic() + timeout

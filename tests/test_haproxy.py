@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, EchoServer, ProxyProcess, free_port, wait_until
+from conftest import ROOT, EchoServer, ProxyProcess, end_process, free_port, wait_until
 from test_tokenredis import PASSWORD, RedisServer
 from test_upgrade import Prober
 
@@ -86,12 +86,7 @@ def run_haproxy(config: Path, front: int) -> Iterator[HAProxy]:
         assert proc.poll() is None, haproxy.log
         yield haproxy
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, 5)
         reader.join(2)
 
 

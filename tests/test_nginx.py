@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trustme
 import websocket  # websocket-client
-from conftest import ROOT, EchoServer, ProxyProcess, free_port, wait_until
+from conftest import ROOT, EchoServer, ProxyProcess, end_process, free_port, wait_until
 
 NGINX = "/usr/sbin/nginx"
 CONTRIB = ROOT / "contrib" / "nginx" / "wsproxy.conf"
@@ -79,12 +79,7 @@ def run_nginx(tmp: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
                 time.sleep(0.05)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
 
 
 @pytest.fixture
