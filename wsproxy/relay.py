@@ -20,6 +20,11 @@ copied out). A read that filled at least ``DRAIN_FROM`` bytes may have more behi
 reads on without waiting before it frames, so a target writing in small pieces does not cost a
 frame and a syscall per piece, while a lone small write goes out at once.
 
+Waking up: a read that did not fill its buffer took all the kernel had, so the pump waits for
+the socket to become readable before it reads again (:func:`_reader`), instead of trying first
+and failing with EAGAIN as gevent's ``recv_into`` does: an interactive session (an echo, a
+keystroke) saves a failed system call and its exception on every wake-up of each pump.
+
 A permessage-deflate codec returns at most 256 KiB of inflated payload per decode and says there
 is more (``Decoded.more``): the client pump writes that, yields, and asks again before it reads,
 so a small compressed read never becomes a large buffer.
@@ -28,8 +33,10 @@ so a small compressed read never becomes a large buffer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,7 +190,9 @@ class Relay:
         recorder = self.recorder
         buf = self._buffer()
         view = memoryview(buf)
-        recv_into = self.client.recv_into
+        recv_into = _reader(self.client)
+        size = len(buf)
+        n = size  # nothing read yet: read before waiting
         data: memoryview = memoryview(pending)
         more = False  # the codec has output left from the last input (deflate's bounded pieces)
         try:
@@ -220,7 +229,7 @@ class Relay:
                         gevent.sleep(0)
                         data = _NOTHING
                         continue
-                n = recv_into(buf)
+                n = recv_into(buf, n < size)
                 if not n:
                     codec.eof()  # a text message cut inside a character is still a 1007
                     self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
@@ -238,7 +247,9 @@ class Relay:
         buf = self._buffer()
         view = memoryview(buf)
         payload = view[HEADER_ROOM:]
-        recv_into = self.target.recv_into
+        recv_into = _reader(self.target)
+        size = len(payload)
+        n = size  # nothing read yet: read before waiting
         # Reading on without waiting needs the socket below gevent's (plain TCP or UNIX only).
         raw = getattr(self.target, "_sock", None) if _plain(self.target) else None
         raw_recv = raw.recv_into if raw is not None else None
@@ -246,7 +257,7 @@ class Relay:
         failed = "target"
         try:
             while True:
-                n = recv_into(payload)
+                n = recv_into(payload, n < size)
                 if not n:
                     break
                 if raw_recv is not None and n >= DRAIN_FROM:
@@ -351,6 +362,37 @@ class _Expired(Exception):
 def _plain(sock: Any) -> bool:
     """A gevent socket without TLS: its ``send(data, 0, 0.0)`` never waits."""
     return type(sock) is gevent.socket.socket
+
+
+def _reader(sock: Any) -> Callable[[Any, bool], int]:
+    """``recv_into(buffer, wait_first)`` for a pump: with ``wait_first`` (the last read was short,
+    so the socket is most likely empty) it waits until ``sock`` is readable before reading.
+
+    Plain gevent sockets only: a TLS socket may hold decrypted bytes its descriptor does not
+    show, so it (and any other socket) is read with its own ``recv_into``."""
+    if not _plain(sock) or not hasattr(sock, "_wait"):
+        recv = sock.recv_into
+        return lambda buf, wait_first: recv(buf)
+    raw_recv = sock._sock.recv_into
+    wait = sock._wait  # gevent's own wait in recv_into: honours the socket's timeout
+
+    def recv_into(buf: Any, wait_first: bool) -> int:
+        if wait_first:
+            _wait_readable(sock, wait)
+        while True:
+            try:
+                return raw_recv(buf)
+            except BlockingIOError:
+                _wait_readable(sock, wait)
+
+    return recv_into
+
+
+def _wait_readable(sock: Any, wait: Any) -> None:
+    event = sock._read_event
+    if event is None:  # closed (by another greenlet): what a read would say
+        raise OSError(errno.EBADF, "socket closed")
+    wait(event)
 
 
 def _drain(recv_into: Any, into: memoryview, n: int) -> int:
