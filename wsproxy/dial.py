@@ -6,6 +6,7 @@ names a UNIX socket, an IPv4 and an IPv6 address the same way.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from typing import Any
@@ -15,6 +16,7 @@ import gevent.socket
 __all__ = ["by_family", "dial", "family_of"]
 
 
+@functools.lru_cache(maxsize=256)  # a session asks twice; ipaddress parses in Python
 def family_of(host: str) -> int | None:
     """AF_INET or AF_INET6 for a numeric IP address, None for a host name."""
     try:
