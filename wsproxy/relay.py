@@ -20,10 +20,11 @@ copied out). A read that filled at least ``DRAIN_FROM`` bytes may have more behi
 reads on without waiting before it frames, so a target writing in small pieces does not cost a
 frame and a syscall per piece, while a lone small write goes out at once.
 
-Waking up: a read that did not fill its buffer took all the kernel had, so the pump waits for
-the socket to become readable before it reads again (:func:`_reader`), instead of trying first
-and failing with EAGAIN as gevent's ``recv_into`` does: an interactive session (an echo, a
-keystroke) saves a failed system call and its exception on every wake-up of each pump.
+Waking up: after a small read (under ``DRAIN_FROM``: a keystroke, an echo, a mouse event) the
+socket is almost always empty, so the pump waits for it to become readable before it reads again
+(:func:`_reader`) instead of trying first and failing with EAGAIN as gevent's ``recv_into``
+does: a failed system call and its exception less on every wake-up of each pump. After a larger
+read (a stream) more is likely there already, and the pump reads at once.
 
 A permessage-deflate codec returns at most 256 KiB of inflated payload per decode and says there
 is more (``Decoded.more``): the client pump writes that, yields, and asks again before it reads,
@@ -53,7 +54,7 @@ __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
 
 RECV_SIZE = 256 * 1024  # bytes per read, each direction (as socat -b 262144)
 HEADER_ROOM = 10  # the longest header of an unmasked frame: 2 bytes and a 64-bit length
-DRAIN_FROM = 1024  # a target read at least this long may have more waiting behind it ...
+DRAIN_FROM = 1024  # a read at least this long may have more waiting behind it ...
 DRAIN_READS = 8  # ... read on, without waiting, at most this many times before framing
 
 
@@ -191,8 +192,7 @@ class Relay:
         buf = self._buffer()
         view = memoryview(buf)
         recv_into = _reader(self.client)
-        size = len(buf)
-        n = size  # nothing read yet: read before waiting
+        n = DRAIN_FROM  # nothing read yet: read before waiting
         data: memoryview = memoryview(pending)
         more = False  # the codec has output left from the last input (deflate's bounded pieces)
         try:
@@ -229,7 +229,7 @@ class Relay:
                         gevent.sleep(0)
                         data = _NOTHING
                         continue
-                n = recv_into(buf, n < size)
+                n = recv_into(buf, n < DRAIN_FROM)
                 if not n:
                     codec.eof()  # a text message cut inside a character is still a 1007
                     self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
@@ -248,8 +248,7 @@ class Relay:
         view = memoryview(buf)
         payload = view[HEADER_ROOM:]
         recv_into = _reader(self.target)
-        size = len(payload)
-        n = size  # nothing read yet: read before waiting
+        n = DRAIN_FROM  # nothing read yet: read before waiting
         # Reading on without waiting needs the socket below gevent's (plain TCP or UNIX only).
         raw = getattr(self.target, "_sock", None) if _plain(self.target) else None
         raw_recv = raw.recv_into if raw is not None else None
@@ -257,7 +256,7 @@ class Relay:
         failed = "target"
         try:
             while True:
-                n = recv_into(payload, n < size)
+                n = recv_into(payload, n < DRAIN_FROM)
                 if not n:
                     break
                 if raw_recv is not None and n >= DRAIN_FROM:
@@ -365,7 +364,7 @@ def _plain(sock: Any) -> bool:
 
 
 def _reader(sock: Any) -> Callable[[Any, bool], int]:
-    """``recv_into(buffer, wait_first)`` for a pump: with ``wait_first`` (the last read was short,
+    """``recv_into(buffer, wait_first)`` for a pump: with ``wait_first`` (the last read was small,
     so the socket is most likely empty) it waits until ``sock`` is readable before reading.
 
     Plain gevent sockets only: a TLS socket may hold decrypted bytes its descriptor does not
