@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,10 @@ def test_heartbeat_closes_a_client_that_never_answers(run_proxy, echo_server: Ec
     client.sock.close()
 
 
-def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:
-    """A vanished client of a target that keeps sending (a VNC screen): the relay is stuck
-    writing to the client, so even the close frame cannot go out; the session still ends."""
+@pytest.fixture
+def busy_target() -> Iterator[str]:
+    """The address of a target that sends zeros for as long as its first client reads (a VNC
+    screen that keeps changing)."""
     flood = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -79,19 +81,38 @@ def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy) -> None:
                 conn.sendall(b"\0" * 65536)
 
     threading.Thread(target=serve, daemon=True).start()
-    try:
-        args = ["--heartbeat", "1", "--close-timeout", "0.5", "127.0.0.1:0"]
-        proxy = run_proxy([*args, f"127.0.0.1:{flood.getsockname()[1]}"])
-        client = RawClient(proxy.port, timeout=10)
-        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
-        started = time.monotonic()
-        proxy.wait_log(r"closed peer=.* code=1011 reason=\"heartbeat timeout\"", timeout=10)
-        # Closed within 2N (README), then close_timeout for the frame that cannot go out.
-        assert time.monotonic() - started <= 2 * 1 + 0.5 + SLACK
-        client.sock.close()
-    finally:
-        stop.set()
-        flood.close()
+    yield f"127.0.0.1:{flood.getsockname()[1]}"
+    stop.set()
+    flood.close()
+
+
+def test_heartbeat_frees_a_dead_client_of_a_busy_target(run_proxy, busy_target: str) -> None:
+    """A vanished client of a target that keeps sending: the relay is stuck writing to the
+    client, so even the close frame cannot go out; the session still ends."""
+    proxy = run_proxy(["--heartbeat", "1", "--close-timeout", "0.5", "127.0.0.1:0", busy_target])
+    client = RawClient(proxy.port, timeout=10)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never reads
+    started = time.monotonic()
+    proxy.wait_log(r"closed peer=.* code=1011 reason=\"heartbeat timeout\"", timeout=10)
+    # Closed within 2N (README), then close_timeout for the frame that cannot go out.
+    assert time.monotonic() - started <= 2 * 1 + 0.5 + SLACK
+    client.sock.close()
+
+
+def test_heartbeat_keeps_a_live_client_of_a_busy_target(run_proxy, busy_target: str) -> None:
+    """A client that reads a target's endless stream, slowly, and only answers pings (a VNC
+    viewer watching a screen): its pings go out between data frames, so it is never closed."""
+    proxy = run_proxy(["--heartbeat", "1", "127.0.0.1:0", busy_target])
+    got = 0
+    with connect(proxy.url, open_timeout=5, ping_interval=None, max_size=None) as ws:
+        deadline = time.monotonic() + 6.5  # past the 4 intervals a ping may wait, and more
+        while time.monotonic() < deadline:
+            got += len(ws.recv(timeout=5))
+            time.sleep(0.005)  # slower than the target: the relay's writes wait for us
+        ws.close()
+    assert got > 1 << 20
+    proxy.wait_log(r"closed peer=.* by=client code=1000")
+    assert "heartbeat timeout" not in proxy.log
 
 
 def test_heartbeat_keeps_a_client_that_answers(run_proxy, echo_server: EchoServer) -> None:

@@ -389,6 +389,54 @@ def test_pumps_wait_for_data_after_a_short_read_instead_of_failing_a_read() -> N
     assert sum(c.empty_reads for c in counters) < rounds // 10
 
 
+def test_a_control_frame_goes_out_between_data_frames_of_a_flooding_target() -> None:
+    # The heartbeat's ping shares the client's socket with the target pump. Behind a target that
+    # always has more to send and a client that reads slowly, the pump takes the writer's lock
+    # again at once after every frame: the ping must still go out after the frame being written.
+    client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
+    relay = Relay(client_ours, target_ours, BinaryCodec("binary"))
+    runner = gevent.spawn(relay.run)
+    chunk = os.urandom(256 * 1024)
+
+    def flood() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                target_theirs.sendall(chunk)
+
+    seen: list[int] = []
+    raw = bytearray()
+
+    def read_slowly() -> None:
+        with contextlib.suppress(OSError):
+            while not seen:
+                data = client_theirs.recv(64 * 1024)
+                if not data:
+                    return
+                raw.extend(data)
+                frames = server_frames_prefix(bytes(raw))
+                seen.extend(op for op, _ in frames if op == Opcode.PING)
+                used = sum(
+                    2 + len(p) + (8 if len(p) > 65535 else 2 if len(p) > 125 else 0)
+                    for _, p in frames
+                )
+                del raw[:used]
+                gevent.sleep(0.002)
+
+    flooder, reader = gevent.spawn(flood), gevent.spawn(read_slowly)
+    with gevent.Timeout(20):
+        while relay.bytes_out < 4 << 20:  # the flood is under way, the client behind it
+            gevent.sleep(0.01)
+        pinger = gevent.spawn(relay.send_control, encode_frame(Opcode.PING, b"beat"))
+        pinger.join(timeout=5)
+        assert pinger.successful(), "the ping never left"
+        reader.join(timeout=10)
+    assert seen == [Opcode.PING]
+    flooder.kill()
+    relay.going_away()
+    client_theirs.close()
+    runner.join(timeout=10)
+
+
 def test_close_1002_survives_a_client_still_sending(proxy) -> None:
     client = RawClient(proxy.port)
     junk = encode_frame(Opcode.BINARY, b"j" * 60000, mask=True)

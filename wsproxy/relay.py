@@ -106,6 +106,9 @@ class Relay:
         self.bytes_out = 0  # payload bytes target -> client
         self.outcome: Outcome | None = None
         self._send_lock = Semaphore()
+        # Control frames (the heartbeat's ping) waiting for the writer holding the lock, with
+        # the event each sender waits on; None while there are none (the usual case).
+        self._controls: list[tuple[bytes, gevent.event.Event]] | None = None
         self._closing = False  # no data frame may be written any more (our close is due)
         self._close_started = False  # an _end() is writing our close frame ...
         self._close_done = gevent.event.Event()  # ... and has finished trying
@@ -149,6 +152,7 @@ class Relay:
         finally:
             down.kill()
             _close(self.target)
+            self._drop_controls()
         assert self.outcome is not None
         if self.outcome.by == "proxy" and self.close_sent:
             # We stopped reading at the violation, the client may still be sending: closing with
@@ -179,7 +183,21 @@ class Relay:
 
     def send_control(self, frame: bytes) -> None:
         """Write a control frame (the heartbeat's ping) between two data frames; nothing once
-        our close is due. A failed write is the pumps' to report."""
+        our close is due. Returns when it is out, or will never be. A failed write is the
+        pumps' to report.
+
+        While a pump writes, the frame is queued for it: the pump writes it right after its
+        current frame, before it can take the lock again (behind a target that always has more
+        to send, waiting for the lock would starve the ping)."""
+        if self._closing:
+            return
+        if self._send_lock.locked():
+            done = gevent.event.Event()
+            if self._controls is None:
+                self._controls = []
+            self._controls.append((frame, done))
+            done.wait()
+            return
         with contextlib.suppress(_Closing, OSError):
             self._send_client(frame)
 
@@ -307,10 +325,28 @@ class Relay:
                         sent = self.client.send(data, 0, 0.0)  # gevent's: 0.0 = never wait
                     except BlockingIOError:
                         sent = 0
-                if sent == len(data):
-                    return
-                data = bytes(data[sent:])
-            _send_all(self.client.send, data)
+                if sent < len(data):
+                    _send_all(self.client.send, bytes(data[sent:]))
+            else:
+                _send_all(self.client.send, data)
+            if self._controls is not None:
+                self._write_controls()
+
+    def _write_controls(self) -> None:
+        """Write the queued control frames (the caller holds the lock) and wake their senders."""
+        controls, self._controls = self._controls or [], None
+        try:
+            for frame, _ in controls:
+                _send_all(self.client.send, frame)
+        finally:
+            for _, done in controls:
+                done.set()
+
+    def _drop_controls(self) -> None:
+        """The relay is ending: no queued control frame will go out; wake their senders."""
+        controls, self._controls = self._controls or [], None
+        for _, done in controls:
+            done.set()
 
     def _end_on_error(self, side: str, exc: OSError) -> None:
         if side == "target":
@@ -328,6 +364,7 @@ class Relay:
         if self.outcome is None:
             self.outcome = Outcome(by, code, reason)
             self._deadline = time.monotonic() + self.close_timeout
+        self._drop_controls()  # a ping is moot now, and must not follow our close frame
         if not send or self._close_started:
             return
         self._close_started = self._closing = True
