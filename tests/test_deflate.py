@@ -127,10 +127,45 @@ def test_cap_15_accepts_an_offer_without_client_max_window_bits() -> None:
     assert agreement.client_bits == 15
 
 
-def test_offer_that_cannot_be_capped_is_declined() -> None:
-    # Without client_max_window_bits the client keeps 15 bits (section 7.1.2.2), over a cap of 12.
-    assert negotiate("permessage-deflate", 12) is None
-    assert negotiate("permessage-deflate, permessage-deflate; client_max_window_bits", 12)
+def test_firefox_offer_is_accepted_under_the_cap_with_a_15_bit_client_window() -> None:
+    # Section 7.1.2.2: without client_max_window_bits in the offer we may not answer it, and the
+    # client may use 15 bits; our own window is still capped, unasked (section 7.1.2.1).
+    agreement = negotiate("permessage-deflate", 12)
+    assert agreement == Agreement(
+        False, False, 12, 15, "permessage-deflate; server_max_window_bits=12"
+    )
+    inflater = Inflater(agreement.client_bits, False, 0)
+    data = os.urandom(20 << 10) * 3  # back-references 20 KiB away: past a 12-bit window
+    body = client_compress(data, 15)
+    with pytest.raises(zlib.error, match="too far back"):
+        zlib.decompressobj(-12).decompress(body)
+    assert inflate_all(inflater, [body]) == data
+
+
+def test_firefox_offer_with_flags_keeps_them_and_stays_uncapped_for_the_client() -> None:
+    agreement = negotiate("permessage-deflate; client_no_context_takeover", 10)
+    assert agreement is not None
+    assert agreement.response == (
+        "permessage-deflate; client_no_context_takeover; server_max_window_bits=10"
+    )
+    assert (agreement.server_bits, agreement.client_bits) == (10, 15)
+
+
+@pytest.mark.parametrize(
+    ("offer", "response", "bits"),
+    [
+        ("client_max_window_bits", "server_max_window_bits=12; client_max_window_bits=12", 12),
+        ("client_max_window_bits=10", "server_max_window_bits=12; client_max_window_bits=10", 10),
+        ("client_max_window_bits=15", "server_max_window_bits=12; client_max_window_bits=12", 12),
+    ],
+)
+def test_an_offer_that_lets_us_cap_the_client_is_still_capped(
+    offer: str, response: str, bits: int
+) -> None:
+    agreement = negotiate(f"permessage-deflate; {offer}", 12)
+    assert agreement is not None
+    assert agreement.response == f"permessage-deflate; {response}"
+    assert (agreement.server_bits, agreement.client_bits) == (12, bits)
 
 
 @pytest.mark.parametrize(
@@ -147,12 +182,17 @@ def test_offer_that_cannot_be_capped_is_declined() -> None:
         "; client_max_window_bits; mystery",  # not defined for an offer
     ],
 )
-def test_invalid_offer_is_declined_and_the_next_one_taken(params: str) -> None:
+@pytest.mark.parametrize("cap", [12, 15])
+def test_invalid_offer_is_declined_and_the_next_one_taken(params: str, cap: int) -> None:
     header = f"permessage-deflate{params}"
-    assert negotiate(header, 15) is None
-    agreement = negotiate(f"{header}, permessage-deflate; client_max_window_bits=11", 15)
+    assert negotiate(header, cap) is None
+    agreement = negotiate(f"{header}, permessage-deflate; client_max_window_bits=11", cap)
     assert agreement is not None
-    assert agreement.response == "permessage-deflate; client_max_window_bits=11"
+    ours = "" if cap == 15 else f"; server_max_window_bits={cap}"
+    assert agreement.response == f"permessage-deflate{ours}; client_max_window_bits=11"
+    agreement = negotiate(f"{header}, permessage-deflate", cap)  # then Firefox's offer
+    assert agreement is not None
+    assert (agreement.response, agreement.client_bits) == (f"permessage-deflate{ours}", 15)
 
 
 def test_client_window_8_is_answered_8_and_inflated_with_9() -> None:

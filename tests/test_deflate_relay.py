@@ -11,12 +11,20 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from conftest import EchoServer, ProxyProcess, wait_until
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+)
+from websockets.frames import DATA_OPCODES, Frame
 from websockets.sync.client import connect
+from websockets.typing import ExtensionParameter
 from wsraw import RawClient
 
 from wsproxy.protocol.payload import apply_mask
@@ -82,6 +90,74 @@ def test_websockets_negotiates_and_round_trips_byte_exact(
     deflate_proxy.wait_log(rf"closed peer=\S+ proto=rfc6455 sub={subprotocol or '-'} .* code=1000")
 
 
+class RecordingDeflate(PerMessageDeflate):
+    """websockets' own extension, keeping each data frame's RSV1 and payload as it crosses."""
+
+    def __init__(self, agreed: PerMessageDeflate) -> None:
+        super().__init__(
+            agreed.remote_no_context_takeover,
+            agreed.local_no_context_takeover,
+            agreed.remote_max_window_bits,
+            agreed.local_max_window_bits,
+            agreed.compress_settings,
+        )
+        self.sent: list[tuple[bool, bytes]] = []
+        self.received: list[tuple[bool, bytes]] = []
+
+    def encode(self, frame: Frame) -> Frame:
+        frame = super().encode(frame)
+        if frame.opcode in DATA_OPCODES:
+            self.sent.append((frame.rsv1, bytes(frame.data)))
+        return frame
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        if frame.opcode in DATA_OPCODES:
+            self.received.append((frame.rsv1, bytes(frame.data)))
+        return super().decode(frame, max_size=max_size)
+
+
+class FirefoxOffer(ClientPerMessageDeflateFactory):
+    """What Firefox offers: ``permessage-deflate`` with no parameter, so it may use 15 bits."""
+
+    def __init__(self) -> None:
+        super().__init__(client_max_window_bits=None)
+
+    def process_response_params(
+        self, params: Sequence[ExtensionParameter], accepted_extensions: Sequence[Extension]
+    ) -> RecordingDeflate:
+        return RecordingDeflate(super().process_response_params(params, accepted_extensions))
+
+
+def test_firefox_offer_is_agreed_and_its_15_bit_window_inflated(
+    deflate_proxy: ProxyProcess,
+) -> None:
+    with connect(
+        deflate_proxy.url, extensions=[FirefoxOffer()], compression=None, subprotocols=["binary"]
+    ) as ws:
+        assert ws.request is not None
+        assert ws.request.headers["Sec-WebSocket-Extensions"] == "permessage-deflate"
+        # Our window capped unasked (RFC 7692 7.1.2.1); the client's not (7.1.2.2).
+        assert extension_header(ws) == "permessage-deflate; server_max_window_bits=12"
+        [ext] = ws.protocol.extensions
+        assert isinstance(ext, RecordingDeflate)
+        assert (ext.local_max_window_bits, ext.remote_max_window_bits) == (15, 12)
+        # Repeats 20 KiB apart: the client refers back past a 12-bit (4 KiB) window.
+        far = os.urandom(20 << 10) * 4
+        assert echo(ws, far) == far
+        [(rsv1, body)] = ext.sent
+        assert rsv1 and len(body) < 24 << 10
+        assert zlib.decompressobj(-15).decompress(body + b"\x00\x00\xff\xff") == far
+        with pytest.raises(zlib.error, match="too far back"):
+            zlib.decompressobj(-12).decompress(body + b"\x00\x00\xff\xff")
+        before = len(ext.received)
+        assert echo(ws, TEXT[:100_000]) == TEXT[:100_000]
+        assert len(ext.sent) == 2 and all(rsv1 for rsv1, _ in ext.sent)
+        assert ext.received and all(rsv1 for rsv1, _ in ext.received)
+        wire = sum(len(body) for _, body in ext.received[before:])
+        assert wire < 10_000, f"{wire} bytes from the proxy for 100000"
+    deflate_proxy.wait_log(r"closed peer=\S+ proto=rfc6455 sub=binary .* code=1000")
+
+
 def encode(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False) -> bytes:
     mask = os.urandom(4)
     header = bytearray(frame_header(opcode, len(payload), fin=fin, mask=mask))
@@ -140,10 +216,10 @@ def test_malformed_offer_gets_400(deflate_proxy: ProxyProcess) -> None:
     deflate_proxy.wait_log(r"status=400 reason=.*Sec-WebSocket-Extensions")
 
 
-def bomb_frame() -> bytes:
+def bomb_frame(bits: int) -> bytes:
     """One message of about 2 MB that inflates to 2 GiB of zeros: a sync-flushed 1 MiB segment
     repeated (each starts with a literal, so it is valid after any history)."""
-    z = zlib.compressobj(9, zlib.DEFLATED, -12)
+    z = zlib.compressobj(9, zlib.DEFLATED, -bits)
     segment = z.compress(bytes(MIB)) + z.flush(zlib.Z_SYNC_FLUSH)
     return encode(Opcode.BINARY, segment * 2048, rsv1=True)
 
@@ -153,10 +229,21 @@ def rss_kib(pid: int) -> int:
     return int(status.split("VmRSS:")[1].split()[0])
 
 
+CAPPED = "permessage-deflate; server_max_window_bits=12"
+
+
+@pytest.mark.parametrize(
+    ("offer", "response", "bits"),
+    [
+        ("permessage-deflate; client_max_window_bits", f"{CAPPED}; client_max_window_bits=12", 12),
+        ("permessage-deflate", CAPPED, 15),  # Firefox's offer: the client keeps 15 bits
+    ],
+    ids=["capped", "firefox"],
+)
 def test_bomb_closes_1009_fast_with_bounded_memory_and_others_go_on(
-    deflate_proxy: ProxyProcess,
+    deflate_proxy: ProxyProcess, offer: str, response: str, bits: int
 ) -> None:
-    frame = bomb_frame()
+    frame = bomb_frame(bits)
     assert len(frame) < 2_200_000
     pid = deflate_proxy.proc.pid
     with connect(deflate_proxy.url, compression="deflate", subprotocols=["binary"]) as other:
@@ -179,9 +266,8 @@ def test_bomb_closes_1009_fast_with_bounded_memory_and_others_go_on(
         for thread in threads:
             thread.start()
         try:
-            client = RawClient(
-                deflate_proxy.port, extensions="permessage-deflate; client_max_window_bits"
-            )
+            client = RawClient(deflate_proxy.port, extensions=offer)
+            assert client.headers["sec-websocket-extensions"] == response
             sender = threading.Thread(target=_send_ignoring_errors, args=(client, frame))
             started = time.monotonic()
             sender.start()

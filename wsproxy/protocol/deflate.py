@@ -5,9 +5,11 @@
 is tried), and none acceptable means no extension (a plain session, as the RFC lets a server do).
 
 Memory is the point of every choice here. Our window is the smallest of what the client allows
-and ``deflate_max_window_bits``; the client's window is capped the same way, so an offer that
-cannot be capped (no ``client_max_window_bits`` while the cap is under 15) is declined. zlib's
-compressor state is then 8 windows (``memLevel`` follows the window), the inflater's one window.
+and ``deflate_max_window_bits``, and we say so even unasked (section 7.1.2.1). The client's window
+is capped the same way when its offer lets us (``client_max_window_bits``). An offer without it
+(Firefox's) is still accepted, as section 7.1.2.2 allows: the client may use 15 bits, so we inflate
+with 15. zlib's compressor state is 8 windows (``memLevel`` follows the window), the inflater's
+one window, which zlib allocates on the first compressed message, not before.
 
 :class:`Inflater` never holds a whole message: each :meth:`Inflater.pull` returns at most the
 bytes asked for, keeping the rest of its input, and counts the message's inflated size against
@@ -103,8 +105,9 @@ def _malformed() -> HandshakeError:
 class Agreement:
     """What a session compresses with, and the response header's value that says so.
 
-    ``server_bits`` is our compressor's window, ``client_bits`` the client's (we inflate with at
-    least 9 bits: a larger window reads any stream, and zlib clients asked for 8 still use 9).
+    ``server_bits`` is our compressor's window, ``client_bits`` the client's: 15 when its offer
+    did not let us cap it. We inflate with at least 9 bits: a larger window reads any stream, and
+    zlib clients asked for 8 still use 9.
     """
 
     server_no_context_takeover: bool
@@ -166,9 +169,8 @@ def _accept(params: Params, cap: int) -> Agreement | None:
     if "client_max_window_bits" in seen:
         client_bits = min(int(seen["client_max_window_bits"] or 15), cap)
         answer.append(f"client_max_window_bits={client_bits}")
-    elif cap < 15:
-        return None  # the client would keep a 15-bit window, over our cap
     else:
+        # Section 7.1.2.2: we may not answer it unasked, and the client may use 15 bits.
         client_bits = 15
     return Agreement(server_nct, client_nct, server_bits, client_bits, "; ".join(answer))
 

@@ -136,12 +136,14 @@ class ConnectionSettings:
         YES_NO,
         "accept a client's permessage-deflate offer (RFC 7692 compression)",
     )
-    # 12, not zlib's 15: a session's zlib state is then about 50 KiB instead of 250-300 KiB.
+    # 12, not zlib's 15: a session's zlib state is then about 50 KiB instead of 300 KiB (80 KiB
+    # for an offer without client_max_window_bits, Firefox's: RFC 7692 lets that client use 15).
     deflate_max_window_bits: int = declare(
         12,
         parse_window_bits,
         "a whole number from 9 to 15",
-        "the largest LZ77 window (2**N bytes) a deflate session may use, each way",
+        "the largest LZ77 window (2**N bytes) wsproxy compresses with, and the client's when its"
+        " offer lets us cap it (client_max_window_bits; without it the client may use 15)",
         meta="N",
     )
     max_message_size: int = declare(
