@@ -445,6 +445,34 @@ def test_close_1002_survives_a_client_still_sending(proxy) -> None:
     client.close()
 
 
+def test_a_valid_frame_sent_with_a_violation_still_reaches_the_target(run_proxy) -> None:
+    # One write: a valid message, then an unmasked frame. The message came before the
+    # violation: the target gets it, then the client gets its 1002.
+    sink = socket.create_server(("127.0.0.1", 0))
+    received = bytearray()
+
+    def serve() -> None:
+        conn, _ = sink.accept()
+        with conn:
+            while chunk := conn.recv(65536):
+                received.extend(chunk)
+
+    reader = threading.Thread(target=serve, daemon=True)
+    reader.start()
+    try:
+        proxy = run_proxy(["127.0.0.1:0", f"127.0.0.1:{sink.getsockname()[1]}"])
+        client = RawClient(proxy.port)
+        message = os.urandom(3000)
+        client.send_raw(encode_frame(Opcode.BINARY, message, mask=True) + b"\x82\x03bad")
+        assert client.expect_close().code == 1002
+        client.close()
+        reader.join(timeout=10)  # the relay closed the target after the message
+        assert not reader.is_alive()
+        assert bytes(received) == message
+    finally:
+        sink.close()
+
+
 def test_idle_session_is_closed_and_a_busy_one_is_not(run_proxy, echo_server) -> None:
     proc = run_proxy(["--session-idle-timeout", "0.6", "127.0.0.1:0", echo_server.address])
     idle, busy = RawClient(proc.port), RawClient(proc.port)

@@ -238,6 +238,8 @@ class Relay:
                             break
                         with contextlib.suppress(_Closing):
                             self._send_client(frame)
+                    if decoded.error is not None:  # after the valid frames before it
+                        raise decoded.error
                     if decoded.close is not None:
                         code, reason = decoded.close
                         self._end("client", code, reason)  # echoed, unless it answers ours

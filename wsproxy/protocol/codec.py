@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from wsproxy.errors import CloseCode
+from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol import hixie, payload, rfc6455
 from wsproxy.protocol.deflate import Agreement, DeflateFrameParser, Deflater, Inflater
 from wsproxy.protocol.message import MessageCheck
@@ -39,12 +39,16 @@ class Decoded:
     ``close``: the client's close code and reason, once it sent its close frame.
     ``more``: the codec holds more output for this input (a deflate session inflates at most
     :data:`DECODE_BUDGET` per call): call ``decode`` again, with nothing, before reading on.
+    ``error``: the client broke the protocol after what the other fields hold (frames of the
+    same read before the violation are valid: they are delivered, then the session closes
+    with the error's code).
     """
 
     to_target: list[bytes]
     to_client: list[bytes]
     close: tuple[int, str] | None = None
     more: bool = False
+    error: ProtocolError | None = None
 
 
 class Codec(Protocol):
@@ -58,7 +62,7 @@ class Codec(Protocol):
         """The frame header for ``length`` payload bytes (only when :attr:`in_place`)."""
 
     def decode(self, data: memoryview) -> Decoded:
-        """Decode what the client sent. Raises ProtocolError with the close code to send."""
+        """Decode what the client sent; a violation is :attr:`Decoded.error` (never raised)."""
 
     def encode(self, data: memoryview) -> bytes:
         """Frame what the target sent, ready for the client."""
@@ -83,18 +87,26 @@ class BinaryCodec:
 
     def decode(self, data: memoryview) -> Decoded:
         out = Decoded([], [])
-        for event in self._parser.feed(data):
-            if type(event) is rfc6455.Data:
-                # An empty last piece still ends the message (base64: flush and check).
-                if event.payload or event.fin:
-                    payload = self._payload(event)
-                    if payload:
-                        out.to_target.append(payload)
-            elif type(event) is rfc6455.Ping:
-                out.to_client.append(rfc6455.encode_frame(Opcode.PONG, event.payload))
-            elif type(event) is rfc6455.Close:
-                out.close = (event.code, event.reason)
-            # a Pong is ignored (section 5.5.3)
+        events: list[rfc6455.Event] = []
+        try:
+            self._parser.feed_into(data, events)
+        except ProtocolError as exc:
+            out.error = exc  # after the events before it
+        try:
+            for event in events:
+                if type(event) is rfc6455.Data:
+                    # An empty last piece still ends the message (base64: flush and check).
+                    if event.payload or event.fin:
+                        payload = self._payload(event)
+                        if payload:
+                            out.to_target.append(payload)
+                elif type(event) is rfc6455.Ping:
+                    out.to_client.append(rfc6455.encode_frame(Opcode.PONG, event.payload))
+                elif type(event) is rfc6455.Close:
+                    out.close = (event.code, event.reason)
+                # a Pong is ignored (section 5.5.3)
+        except ProtocolError as exc:  # base64 that does not decode: the first violation
+            out.error = exc
         return out
 
     def _payload(self, event: rfc6455.Data) -> bytes:
@@ -162,6 +174,7 @@ class DeflateCodec:
         # UTF-8 of inflated text (the parser checks uncompressed text; the Inflater the size).
         self._utf8 = MessageCheck()
         self._starts = True  # the next compressed piece starts a message
+        self._error: ProtocolError | None = None  # the parser's, due once its events are out
         self.wire_in = self.wire_out = 0  # frame bytes, as they cross the network
         self.message_in = self.message_out = 0  # message bytes, inflated
 
@@ -170,7 +183,18 @@ class DeflateCodec:
         out = Decoded([], [])
         events = self._events
         if data:
-            events.extend(self._parser.feed(data))
+            try:
+                self._parser.feed_into(data, events)
+            except ProtocolError as exc:
+                self._error = exc
+        try:
+            self._handle(out, events)
+        except ProtocolError as exc:  # bad compressed data, a message over the limit
+            out.error = exc
+        return out
+
+    def _handle(self, out: Decoded, events: deque[rfc6455.Event]) -> None:
+        """Inflate and deliver ``events`` into ``out``, within the budget of one call."""
         inflater = self._inflater
         budget = DECODE_BUDGET
         while True:
@@ -181,10 +205,11 @@ class DeflateCodec:
                 self._deliver(out, self._utf8.piece(piece, fin), fin)
                 if budget <= 0 and (inflater.more or events):
                     out.more = True
-                    return out
+                    return
                 continue
             if not events:
-                return out
+                out.error, self._error = self._error, None
+                return
             event = events.popleft()
             if type(event) is rfc6455.Compressed:  # inflated by the pulls above
                 if self._starts:
@@ -204,7 +229,7 @@ class DeflateCodec:
                 self._utf8.cut()  # a compressed text message cut inside a character
                 out.close = (event.code, event.reason)
                 events.clear()
-                return out
+                return
 
     def eof(self) -> None:
         self._parser.eof()
@@ -245,7 +270,12 @@ class HixieCodec:
 
     def decode(self, data: memoryview) -> Decoded:
         out = Decoded([], [])
-        for event in self._parser.feed(data):
+        events: list[bytes | hixie.HixieClose] = []
+        try:
+            self._parser.feed_into(data, events)
+        except ProtocolError as exc:
+            out.error = exc  # after the frames before it
+        for event in events:
             if isinstance(event, hixie.HixieClose):
                 out.close = (CloseCode.NORMAL, "")
             elif event:

@@ -128,8 +128,15 @@ class HixieParser:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes | HixieClose]:
         events: list[bytes | HixieClose] = []
+        self.feed_into(data, events)
+        return events
+
+    def feed_into(
+        self, data: bytes | bytearray | memoryview, events: list[bytes | HixieClose]
+    ) -> None:
+        """:meth:`feed`, appending to ``events``, which keep what came before a ProtocolError."""
         if self.closed:
-            return events
+            return
         buf = bytes(data)  # searched for the end marker; ``data`` may be a reused buffer
         view = memoryview(buf)
         pos = 0
@@ -162,4 +169,3 @@ class HixieParser:
                 events.append(payload)
             pos = stop + 1 if fin else end
             self._in_frame = not fin
-        return events

@@ -17,6 +17,7 @@ import enum
 import hashlib
 import os
 import struct
+from collections.abc import MutableSequence
 from dataclasses import dataclass
 
 from wsproxy.errors import CloseCode, ProtocolError
@@ -180,8 +181,16 @@ class FrameParser:
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Parse ``data``; the returned events own their bytes (``data`` may be reused after)."""
         events: list[Event] = []
+        self.feed_into(data, events)
+        return events
+
+    def feed_into(
+        self, data: bytes | bytearray | memoryview, events: MutableSequence[Event]
+    ) -> None:
+        """:meth:`feed`, appending to ``events``: when a ProtocolError is raised, ``events`` still
+        holds what came before the violation, so valid frames of the same read are not lost."""
         if self.closed:
-            return events
+            return
         view = memoryview(data)
         pos = 0
         end = len(view)
@@ -189,17 +198,17 @@ class FrameParser:
             if self._remaining < 0:
                 used = self._read_header(view, pos, end)
                 if used < 0:
-                    return events
+                    return
                 pos += used
                 if self._remaining == 0:
                     event = self._finish_frame(b"")
                     if event is not None:
                         events.append(event)
                         if self.closed:
-                            return events
+                            return
                     continue
             if pos >= end:
-                return events
+                return
             take = min(self._remaining, end - pos)
             chunk = view[pos : pos + take]
             pos += take
@@ -226,7 +235,7 @@ class FrameParser:
                     if event is not None:
                         events.append(event)
                         if self.closed:
-                            return events
+                            return
 
     def eof(self) -> None:
         """The peer's stream ended: a text message must not have been cut inside a character."""
