@@ -21,10 +21,10 @@ reads on without waiting before it frames, so a target writing in small pieces d
 frame and a syscall per piece, while a lone small write goes out at once.
 
 Waking up: after a small read (under ``DRAIN_FROM``: a keystroke, an echo, a mouse event) the
-socket is almost always empty, so the pump waits for it to become readable before it reads again
-(:func:`_reader`) instead of trying first and failing with EAGAIN as gevent's ``recv_into``
-does: a failed system call and its exception less on every wake-up of each pump. After a larger
-read (a stream) more is likely there already, and the pump reads at once.
+socket is almost always empty, so the pump waits for it to become readable before it reads
+again (:func:`wsproxy.pumpio.reader`) instead of trying first and failing with EAGAIN as gevent's
+``recv_into`` does: a failed system call and its exception less on every wake-up of each pump.
+After a larger read (a stream) more is likely there already, and the pump reads at once.
 
 A permessage-deflate codec returns at most 256 KiB of inflated payload per decode and says there
 is more (``Decoded.more``): the client pump writes that, yields, and asks again before it reads,
@@ -34,10 +34,8 @@ so a small compressed read never becomes a large buffer.
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +46,7 @@ from gevent.lock import Semaphore
 
 from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol.codec import Codec
+from wsproxy.pumpio import drain, plain, reader, send_all
 from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
@@ -55,7 +54,6 @@ __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
 RECV_SIZE = 256 * 1024  # bytes per read, each direction (as socat -b 262144)
 HEADER_ROOM = 10  # the longest header of an unmasked frame: 2 bytes and a 64-bit length
 DRAIN_FROM = 1024  # a read at least this long may have more waiting behind it ...
-DRAIN_READS = 8  # ... read on, without waiting, at most this many times before framing
 
 
 def scratch_buffer(size: int = RECV_SIZE) -> bytearray:
@@ -120,7 +118,7 @@ class Relay:
         self._up_done = False  # ... and that pump has returned
         self._expiry: Any = None  # the timer that ends the client pump after the target's end
         # A frame can be written from the scratch without waiting (TLS sockets always may wait).
-        self._nowait_send = _plain(client)
+        self._nowait_send = plain(client)
 
     def run(self, pending: bytes = b"") -> Outcome:
         """Pump both ways until one side ends; ``pending`` are client bytes read with the head.
@@ -209,7 +207,7 @@ class Relay:
         recorder = self.recorder
         buf = self._buffer()
         view = memoryview(buf)
-        recv_into = _reader(self.client)
+        recv_into = reader(self.client)
         n = DRAIN_FROM  # nothing read yet: read before waiting
         data: memoryview = memoryview(pending)
         more = False  # the codec has output left from the last input (deflate's bounded pieces)
@@ -224,7 +222,7 @@ class Relay:
                         # One write for all the frames of this read (64 per read at 1 KiB).
                         out = payloads[0] if len(payloads) == 1 else b"".join(payloads)
                         try:
-                            _send_all(send, out)
+                            send_all(send, out)
                         except OSError as exc:
                             # Close with 1011, and go on reading for the client's answer.
                             self._end_on_error("target", exc)
@@ -267,10 +265,10 @@ class Relay:
         buf = self._buffer()
         view = memoryview(buf)
         payload = view[HEADER_ROOM:]
-        recv_into = _reader(self.target)
+        recv_into = reader(self.target)
         n = DRAIN_FROM  # nothing read yet: read before waiting
         # Reading on without waiting needs the socket below gevent's (plain TCP or UNIX only).
-        raw = getattr(self.target, "_sock", None) if _plain(self.target) else None
+        raw = getattr(self.target, "_sock", None) if plain(self.target) else None
         raw_recv = raw.recv_into if raw is not None else None
         in_place = codec.in_place
         failed = "target"
@@ -280,7 +278,7 @@ class Relay:
                 if not n:
                     break
                 if raw_recv is not None and n >= DRAIN_FROM:
-                    n = _drain(raw_recv, payload, n)
+                    n = drain(raw_recv, payload, n)
                 if recorder is not None:  # before the send: the scratch is ours until we yield
                     recorder.to_client(bytes(payload[:n]))
                 failed = "client"
@@ -328,9 +326,9 @@ class Relay:
                     except BlockingIOError:
                         sent = 0
                 if sent < len(data):
-                    _send_all(self.client.send, bytes(data[sent:]))
+                    send_all(self.client.send, bytes(data[sent:]))
             else:
-                _send_all(self.client.send, data)
+                send_all(self.client.send, data)
             if self._controls is not None:
                 self._write_controls()
 
@@ -339,7 +337,7 @@ class Relay:
         controls, self._controls = self._controls or [], None
         try:
             for frame, _ in controls:
-                _send_all(self.client.send, frame)
+                send_all(self.client.send, frame)
         finally:
             for _, done in controls:
                 done.set()
@@ -372,7 +370,7 @@ class Relay:
         self._close_started = self._closing = True
         try:
             with gevent.Timeout(self._left()), self._send_lock:
-                _send_all(self.client.send, self.codec.close_frame(code, reason))
+                send_all(self.client.send, self.codec.close_frame(code, reason))
             self.close_sent = True
         except (OSError, gevent.Timeout):
             pass
@@ -395,68 +393,6 @@ class _Closing(Exception):
 
 class _Expired(Exception):
     """The closing phase is over and the client pump still waits for the client's answer."""
-
-
-def _plain(sock: Any) -> bool:
-    """A gevent socket without TLS: its ``send(data, 0, 0.0)`` never waits."""
-    return type(sock) is gevent.socket.socket
-
-
-def _reader(sock: Any) -> Callable[[Any, bool], int]:
-    """``recv_into(buffer, wait_first)`` for a pump: with ``wait_first`` (the last read was small,
-    so the socket is most likely empty) it waits until ``sock`` is readable before reading.
-
-    Plain gevent sockets only: a TLS socket may hold decrypted bytes its descriptor does not
-    show, so it (and any other socket) is read with its own ``recv_into``."""
-    if not _plain(sock) or not hasattr(sock, "_wait"):
-        recv = sock.recv_into
-        return lambda buf, wait_first: recv(buf)
-    raw_recv = sock._sock.recv_into
-    wait = sock._wait  # gevent's own wait in recv_into: honours the socket's timeout
-
-    def recv_into(buf: Any, wait_first: bool) -> int:
-        if wait_first:
-            _wait_readable(sock, wait)
-        while True:
-            try:
-                return raw_recv(buf)
-            except BlockingIOError:
-                _wait_readable(sock, wait)
-
-    return recv_into
-
-
-def _wait_readable(sock: Any, wait: Any) -> None:
-    event = sock._read_event
-    if event is None:  # closed (by another greenlet): what a read would say
-        raise OSError(errno.EBADF, "socket closed")
-    wait(event)
-
-
-def _drain(recv_into: Any, into: memoryview, n: int) -> int:
-    """Read on what is already waiting behind the first ``n`` bytes of ``into``, without waiting,
-    until it is full or nothing more is there; returns the bytes now in ``into``."""
-    for _ in range(DRAIN_READS):
-        if n >= len(into):
-            break
-        try:
-            got = recv_into(into[n:])
-        except BlockingIOError:
-            break
-        if not got:
-            break  # the target closed: the next (gevent) read sees it too
-        n += got
-    return n
-
-
-def _send_all(send: Any, data: bytes) -> None:
-    """``sendall`` for the hot path: gevent's costs a ``getsockopt`` call and a few Python frames
-    per call. ``send`` (gevent's) waits until the socket can take more, then writes what fits."""
-    sent = send(data)
-    if sent < len(data):
-        view = memoryview(data)
-        while sent < len(view):
-            sent += send(view[sent:])
 
 
 def _close(sock: Any) -> None:
