@@ -22,7 +22,7 @@ frame and a syscall per piece, while a lone small write goes out at once.
 
 Waking up: after a small read (under ``DRAIN_FROM``: a keystroke, an echo, a mouse event) the
 socket is almost always empty, so the pump waits for it to become readable before it reads
-again (:func:`wsproxy.pumpio.reader`) instead of trying first and failing with EAGAIN as gevent's
+again (:func:`wsproxy.pumpio.recv`) instead of trying first and failing with EAGAIN as gevent's
 ``recv_into`` does: a failed system call and its exception less on every wake-up of each pump.
 After a larger read (a stream) more is likely there already, and the pump reads at once.
 
@@ -46,7 +46,7 @@ from gevent.lock import Semaphore
 
 from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol.codec import Codec
-from wsproxy.pumpio import drain, plain, reader, send_all
+from wsproxy.pumpio import drain, fast_reads, plain, recv, send_all
 from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
@@ -207,7 +207,9 @@ class Relay:
         recorder = self.recorder
         buf = self._buffer()
         view = memoryview(buf)
-        recv_into = reader(self.client)
+        client = self.client
+        fast = fast_reads(client)
+        recv_into = client.recv_into
         n = DRAIN_FROM  # nothing read yet: read before waiting
         data: memoryview = memoryview(pending)
         more = False  # the codec has output left from the last input (deflate's bounded pieces)
@@ -247,7 +249,7 @@ class Relay:
                         gevent.sleep(0)
                         data = _NOTHING
                         continue
-                n = recv_into(buf, n < DRAIN_FROM)
+                n = recv(client, buf, n < DRAIN_FROM) if fast else recv_into(buf)
                 if not n:
                     codec.eof()  # a text message cut inside a character is still a 1007
                     self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
@@ -265,7 +267,9 @@ class Relay:
         buf = self._buffer()
         view = memoryview(buf)
         payload = view[HEADER_ROOM:]
-        recv_into = reader(self.target)
+        target = self.target
+        fast = fast_reads(target)
+        recv_into = target.recv_into
         n = DRAIN_FROM  # nothing read yet: read before waiting
         # Reading on without waiting needs the socket below gevent's (plain TCP or UNIX only).
         raw = getattr(self.target, "_sock", None) if plain(self.target) else None
@@ -274,7 +278,7 @@ class Relay:
         failed = "target"
         try:
             while True:
-                n = recv_into(payload, n < DRAIN_FROM)
+                n = recv(target, payload, n < DRAIN_FROM) if fast else recv_into(payload)
                 if not n:
                     break
                 if raw_recv is not None and n >= DRAIN_FROM:
