@@ -4,6 +4,7 @@ assigned as websockify assigns them."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -65,8 +66,11 @@ def build_usage() -> str:
     return USAGE_HEAD.format(version=__version__) + "\n".join(options) + "\n"
 
 
-def parse_args(argv: Sequence[str]) -> Settings:
+def parse_args(argv: Sequence[str], base: str | None = None) -> Settings:
     """Command line (and the file it names) -> validated Settings. Raises ConfigError.
+
+    A relative ``-c`` file is looked for in ``base`` (default: the current directory); messages
+    name it as it was given.
 
     The positional arguments are assigned as websockify assigns them: the listen address
     (unless ``--inetd`` or ``--unix-listen`` replaces it), then the target (unless a token
@@ -116,7 +120,8 @@ def parse_args(argv: Sequence[str]) -> Settings:
     source = ""
     if args["--config"]:
         source = args["--config"]
-        ini = read_ini(_read_file(source), source)
+        path = os.path.join(base, source) if base is not None else source
+        ini = read_ini(_read_file(path, source), source)
     cli.update(_positionals(args["<arg>"], cli, ini))
     return Settings.load(ini=ini, ini_source=source, cli=cli)
 
@@ -151,12 +156,12 @@ def _positionals(
     return dict(zip(names, values, strict=False))
 
 
-def _read_file(path: str) -> str:
+def _read_file(path: str, source: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(
-            f"cannot read the file: {reason}", source=path, expected="a readable INI file"
+            f"cannot read the file: {reason}", source=source, expected="a readable INI file"
         ) from None

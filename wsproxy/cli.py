@@ -19,12 +19,13 @@ import gevent
 
 from wsproxy import admission, record
 from wsproxy.arguments import build_usage, parse_args
-from wsproxy.daemon import PidFile, Readiness, absolute_paths, detach
+from wsproxy.daemon import PidFile, Readiness, detach
 from wsproxy.errors import ConfigError, StartupError
 from wsproxy.forking import release_deferred_signals
 from wsproxy.keeperlink import KeeperLink, keep_program
 from wsproxy.logs import open_handlers, reopen_log_files
 from wsproxy.metrics import Metrics
+from wsproxy.paths import absolute_paths
 from wsproxy.rebinding import PortSlot
 from wsproxy.reload import ConfigReader, reload_server, reload_tokens
 from wsproxy.settings import (
@@ -208,8 +209,8 @@ def _master_ready(server: WSProxy, reports: list[Readiness]) -> None:
         report.ready()
 
 
-def _load(argv: Sequence[str]) -> Settings:
-    return absolute_paths(parse_args(argv))
+def _load(argv: Sequence[str], base: str) -> Settings:
+    return absolute_paths(parse_args(argv, base), base)
 
 
 def _cannot_listen(settings: Settings, exc: OSError) -> StartupError:

@@ -22,10 +22,8 @@ from typing import NoReturn
 import gevent
 
 from wsproxy.errors import StartupError
-from wsproxy.plugins.tokens import source_is_path
-from wsproxy.settings import SETTINGS, Settings, parse_path
 
-__all__ = ["DAEMON_UMASK", "READY_TIMEOUT", "PidFile", "Readiness", "absolute_paths", "detach"]
+__all__ = ["DAEMON_UMASK", "READY_TIMEOUT", "PidFile", "Readiness", "detach"]
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +33,6 @@ READY_TIMEOUT = 30.0  # seconds the foreground waits for the daemon to report
 READY_WORD = b"ready\n"
 MAX_REPORT_BYTES = 4096  # a failure report is one line
 STARTUP_FAILED = 1  # exit status of the foreground when the daemon could not start (StartupError)
-
-
-def absolute_paths(settings: Settings) -> Settings:
-    """The settings with every path (every setting parsed by ``parse_path``) made absolute, so
-    they still mean the same files after ``chdir("/")``; so is a token source that names a file
-    (the plug-in says so)."""
-    changes = {
-        row.name: os.path.abspath(value)
-        for row in SETTINGS
-        if row.parse is parse_path and isinstance(value := getattr(settings, row.name), str)
-    }
-    if settings.token_source and source_is_path(settings.token_plugin):
-        changes["token_source"] = os.path.abspath(settings.token_source)
-    return settings.replace(**changes) if changes else settings
 
 
 class Readiness:
@@ -79,7 +63,7 @@ def detach(*, ready_timeout: float = READY_TIMEOUT) -> Readiness:
 
     Returns only in the daemon, with the :class:`Readiness` to report through. The original
     process waits for that report and exits with 0 (ready) or 1 (failed, message on stderr); it
-    never returns. Paths must have been made absolute first (:func:`absolute_paths`).
+    never returns. Paths must have been made absolute first (:func:`wsproxy.paths.absolute_paths`).
     """
     read_end, write_end = os.pipe()
     for stream in (sys.stdout, sys.stderr):

@@ -1,8 +1,9 @@
 """SIGHUP: re-read the configuration the process was started with, and say what changed.
 
 A reload reads the ``-c`` file again and merges it with the original command line, exactly as at
-start-up, in the directory wsproxy was started from (a daemon has left it for ``/``). What comes
-out is compared with the settings in force, row by row of the one table:
+start-up, with relative paths against the directory wsproxy was started from (a daemon has left
+it for ``/``). What comes out is compared with the settings in force, row by row of the one
+table:
 
 - a row marked ``restart`` (listen address, workers, daemon, wrapped program, plug-in classes...)
   that changed keeps its running value, and the log says it needs a restart;
@@ -12,10 +13,8 @@ out is compared with the settings in force, row by row of the one table:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,37 +66,24 @@ class ConfigReader:
     """Reads the configuration again as the process first read it.
 
     Args:
-        load: argv -> Settings with absolute paths (the command line's own parser); raises
-            ConfigError.
+        load: (argv, base) -> Settings with absolute paths, relative ones against ``base`` (the
+            command line's own parser); raises ConfigError.
         argv: the command line the process was started with.
         cwd: the directory it was started in: relative paths (``-c wsproxy.ini``, a relative
-            ``cert``) mean what they meant then.
+            ``cert``) mean what they meant then. They are joined to it; the process's directory
+            is never changed (other greenlets would see it change).
     """
 
     def __init__(
-        self, load: Callable[[Sequence[str]], Settings], argv: Sequence[str], cwd: str
+        self, load: Callable[[Sequence[str], str], Settings], argv: Sequence[str], cwd: str
     ) -> None:
         self.load = load
         self.argv = tuple(argv)
         self.cwd = cwd
 
-    @contextlib.contextmanager
-    def inside(self) -> Iterator[None]:
-        """In the start directory, where the settings were first read and built (websockify's
-        default ``cert = self.pem`` is optional only there); raises ConfigError if it is gone."""
-        here = os.getcwd()
-        try:
-            os.chdir(self.cwd)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot enter the start directory: {exc.strerror or exc}",
-                source=self.cwd,
-                expected="the directory wsproxy was started in",
-            ) from None
-        try:
-            yield
-        finally:
-            os.chdir(here)
+    def read(self) -> Settings:
+        """The settings as at start; raises ConfigError."""
+        return self.load(self.argv, self.cwd)
 
 
 def reload_server(server: WSProxy, reader: ConfigReader, *, announce: bool = True) -> bool:
@@ -110,9 +96,8 @@ def reload_server(server: WSProxy, reader: ConfigReader, *, announce: bool = Tru
     """
     reopen_log_files()
     try:
-        with reader.inside():  # a reload is short and reads files: nothing else runs meanwhile
-            plan = reconcile(server.settings, reader.load(reader.argv))
-            server.reload(plan.settings)
+        plan = reconcile(server.settings, reader.read())
+        server.reload(plan.settings)
     except ConfigError as exc:
         log.error("reload failed, still serving with the previous configuration: %s", exc)
         return False

@@ -105,6 +105,7 @@ class BasicHTTPAuth:
     """
 
     realm = "Websockify"
+    SOURCE_MAY_BE_FILE = True  # a relative password file means one in the start directory
 
     def __init__(self, src: str | None = None) -> None:
         if not src:

@@ -13,7 +13,7 @@ from typing import Any
 
 from wsproxy.errors import ConfigError
 
-__all__ = ["PluginKind", "load_plugin", "plugin_class"]
+__all__ = ["PluginKind", "class_says", "load_plugin", "plugin_class"]
 
 MIN_HIDDEN = 3  # shorter source fields stay in an error's text (hiding them would hide too much)
 
@@ -60,6 +60,18 @@ def _hide(text: str, source: str | None) -> str:
         if len(part) >= MIN_HIDDEN:
             text = text.replace(part, "(hidden)")
     return text
+
+
+def class_says(kind: PluginKind, name: str | None, attribute: str) -> bool:
+    """Whether the plug-in class ``name`` has ``attribute = True`` (such as ``SOURCE_IS_PATH``).
+    A plug-in that does not load is False here; loading it later says why."""
+    if name is None:
+        return False
+    try:
+        cls = plugin_class(kind, name)
+    except ConfigError:
+        return False
+    return getattr(cls, attribute, False) is True
 
 
 def plugin_class(kind: PluginKind, name: str) -> Any:

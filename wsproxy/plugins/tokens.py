@@ -17,7 +17,7 @@ from typing import Any
 
 from wsproxy.errors import ConfigError, HandshakeError
 from wsproxy.offhub import OffHub, TimedOut
-from wsproxy.plugins.loader import PluginKind, load_plugin, plugin_class
+from wsproxy.plugins.loader import PluginKind, class_says, load_plugin
 from wsproxy.plugins.tokentext import as_target, token_of
 from wsproxy.protocol.handshake import Request
 from wsproxy.settings import Settings
@@ -65,15 +65,8 @@ def load_lookup(settings: Settings) -> PluginLookup:
 
 def source_is_path(name: str | None) -> bool:
     """Whether the token plug-in's source names a file or directory (its class says so with
-    ``SOURCE_IS_PATH``), so that a daemon makes a relative one absolute. A plug-in that does not
-    load is False here; loading it later says why."""
-    if name is None:
-        return False
-    try:
-        cls = plugin_class(TOKEN_PLUGINS, name)
-    except ConfigError:
-        return False
-    return getattr(cls, "SOURCE_IS_PATH", False) is True
+    ``SOURCE_IS_PATH``), so that a relative one is made absolute against the start directory."""
+    return class_says(TOKEN_PLUGINS, name, "SOURCE_IS_PATH")
 
 
 class PluginLookup:

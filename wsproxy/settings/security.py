@@ -20,7 +20,7 @@ SSL_VERSIONS = ("default", "tlsv1_1", "tlsv1_2", "tlsv1_3")
 @dataclass(frozen=True)
 class SecuritySettings:
     # -- TLS toward clients --
-    cert: str = declare(
+    cert: str | None = declare(  # None: the default, self.pem, is not there
         DEFAULT_CERT,
         parse_path,
         "a PEM file",

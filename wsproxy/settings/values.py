@@ -193,8 +193,9 @@ def parse_text(text: str) -> str:
 
 
 def parse_path(text: str) -> str:
-    """A file system path; relative ones are made absolute before a daemon leaves its directory
-    (see :func:`wsproxy.daemon.absolute_paths`), so declare every path setting with this parser."""
+    """A file system path; relative ones are made absolute against the directory wsproxy was
+    started in (see :func:`wsproxy.paths.absolute_paths`), so declare every path setting with
+    this parser."""
     return parse_text(text)
 
 
