@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -25,7 +26,7 @@ from wsproxy import admission
 from wsproxy.admission import ClientCounts, Doorman
 from wsproxy.auth import Authenticator
 from wsproxy.context import Context
-from wsproxy.errors import ConfigError, StartupError
+from wsproxy.errors import StartupError
 from wsproxy.frontdoor import FrontDoor
 from wsproxy.heartbeat import Heartbeat
 from wsproxy.idlesweep import IdleSweep
@@ -34,7 +35,7 @@ from wsproxy.listeners import Listener, open_listener
 from wsproxy.metrics import open_metrics
 from wsproxy.offhub import share_pool
 from wsproxy.plugins.tokens import load_lookup
-from wsproxy.protocol.forwarded import TrustedProxies
+from wsproxy.rebuild import Rebuilt, rebuild, trusted_proxies
 from wsproxy.record import Recordings
 from wsproxy.relay import Relay, scratch_buffer
 from wsproxy.session import Session, tune_socket
@@ -100,7 +101,7 @@ class WSProxy(StreamServer):
         self.scratch = scratch_buffer()  # the relays' shared read buffer (see relay.py)
         # -- traffic: recording, load balancers, metrics --
         self.recordings = Recordings(settings.record) if settings.record else None
-        self.trusted_proxies = _trusted_proxies(settings)
+        self.trusted_proxies = trusted_proxies(settings)
         self.metrics = open_metrics(settings)
         self.wrapped: WrappedProgram | None = None
         if settings.wrap:
@@ -162,31 +163,34 @@ class WSProxy(StreamServer):
         return context
 
     def reload(self, settings: Settings | None = None) -> None:
-        """SIGHUP: re-read the token source; or, given ``settings`` (:mod:`wsproxy.reload`),
-        build all the next sessions use from them and switch to it only if all of it builds
-        (raises ConfigError, nothing changed). Open sessions keep their context."""
+        """SIGHUP: re-read the token source; or, given ``settings``, build all the next sessions
+        use from them and switch to it only if all of it builds (raises ConfigError, nothing
+        changed). Open sessions keep their context. (:mod:`wsproxy.reload` builds off the hub
+        with :meth:`prepare`, then calls :meth:`switch` on it.)"""
         if settings is None:
             self.targets.reload()
             log.info("reloaded targets=%s", self.targets.describe())
             return
-        auth = Authenticator(settings) if settings.auth_plugin else None  # its source again
-        share_pool(auth, self.auth)
-        web_auth = auth.check_web if auth is not None and settings.web_auth else None
-        # certificate, key, CA files, web root: read again
-        frontdoor = FrontDoor(settings, web_auth=web_auth)
-        trusted = _trusted_proxies(settings)
-        targets = self.make_targets(settings)
-        if isinstance(targets, TokenTargets) and isinstance(self.targets, TokenTargets):
-            share_pool(targets.lookup, self.targets.lookup)
-        recordings = self.recordings
-        if settings.record != self.settings.record:
-            recordings = Recordings(settings.record) if settings.record else None
+        self.switch(self.prepare(settings))
+
+    def prepare(self, settings: Settings, step: Callable[[str], None] | None = None) -> Rebuilt:
+        """What the next sessions would use with ``settings`` (files read, plug-ins created);
+        changes nothing here, so it may run in a thread. Raises ConfigError."""
+        return rebuild(settings, self.make_targets, self.settings, self.recordings, step)
+
+    def switch(self, new: Rebuilt) -> None:
+        """Serve the next sessions with ``new`` (on the hub; open sessions keep theirs)."""
+        settings = new.settings
+        share_pool(new.auth, self.auth)
+        if isinstance(new.targets, TokenTargets) and isinstance(self.targets, TokenTargets):
+            share_pool(new.targets.lookup, self.targets.lookup)
         idle_changed = settings.session_idle_timeout != self.settings.session_idle_timeout
         # The caps apply to the next clients; open sessions are not cut.
         self.max_connections = admission.connection_cap(settings)
         self.per_client.limit = settings.max_connections_per_ip
-        self.settings, self.frontdoor, self.trusted_proxies = settings, frontdoor, trusted
-        self.targets, self.recordings, self.auth = targets, recordings, auth
+        self.settings = settings
+        self.frontdoor, self.trusted_proxies = new.frontdoor, new.trusted_proxies
+        self.targets, self.recordings, self.auth = new.targets, new.recordings, new.auth
         self._context = None  # the next session gets one built from the above
         if idle_changed and self._sweeper is not None:
             self._sweeper.kill(block=False)
@@ -402,15 +406,6 @@ class WSProxy(StreamServer):
             self.wrapped.stop()  # waits until the program's group is gone
         self.metrics.stop()
         self.doorman.close()
-
-
-def _trusted_proxies(settings: Settings) -> TrustedProxies:
-    try:
-        return TrustedProxies(settings.trusted_proxies)
-    except ValueError as exc:
-        raise ConfigError(
-            str(exc), key="trusted_proxies", expected="addresses or CIDR networks"
-        ) from None
 
 
 def _left(deadline: float) -> float:
