@@ -14,8 +14,9 @@ What comes out is compared with the settings in force, row by row of the one tab
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gevent.lock import Semaphore
@@ -75,6 +76,7 @@ class Progress:
 
     step: str = "reading the configuration"
     done: bool = True
+    pid: int = field(default_factory=os.getpid)  # a worker forked meanwhile has no such thread
 
     def at(self, step: str) -> None:
         self.step = step
@@ -112,7 +114,7 @@ class ConfigReader:
         within ``connect_timeout`` (the running one for reading, the new one for building), as
         a token plug-in's ``reload()`` is. Raises ConfigError; a step that did not finish in
         time keeps its thread, and reloads are refused until it returns."""
-        if not self._last.done:
+        if not self._last.done and self._last.pid == os.getpid():
             raise ConfigError(
                 f"{self._last.step}, from an earlier reload, has not finished yet",
                 source="SIGHUP",
