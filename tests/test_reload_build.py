@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from conftest import WSPROXY, EchoServer, ProxyProcess, upgrade_status, wait_until
 from websockets.sync.client import connect
 
@@ -70,10 +71,14 @@ def start(run_proxy, tmp_path: Path, echo: str, *extra: str) -> ProxyProcess:
     return proxy
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_slow_plugin_constructor_does_not_pause_sessions(
-    run_proxy, echo_server: EchoServer, tmp_path: Path
+    run_proxy, echo_server: EchoServer, tmp_path: Path, workers: int
 ) -> None:
-    proxy = start(run_proxy, tmp_path, echo_server.address)
+    """With workers, the master builds first (to check) and then each worker builds: the
+    session, in a worker, is timed until every process has reloaded."""
+    proxy = start(run_proxy, tmp_path, echo_server.address, f"workers = {workers}")
+    reloads = workers + (workers > 1)  # each worker, and the master that checked
     assert upgrade_status(proxy.port, "/?token=new")[0] == 404
     with connect(f"{proxy.url}?token=old", open_timeout=5) as ws:
         ws.send(b"before")
@@ -84,8 +89,8 @@ def test_slow_plugin_constructor_does_not_pause_sessions(
         proxy.wait_log(r"slowtokens: building generation=2")
         began = time.monotonic()
         slowest, echoes = 0.0, 0
-        while not any("reloaded targets=" in line for line in list(proxy.lines)):
-            assert time.monotonic() - began < SLOW_BUILD + 10, "the reload did not end"
+        while sum("reloaded targets=" in line for line in list(proxy.lines)) < reloads:
+            assert time.monotonic() - began < 2 * SLOW_BUILD + 10, "the reload did not end"
             sent = time.monotonic()
             ws.send(b"during %d" % echoes)
             assert ws.recv(timeout=5) == b"during %d" % echoes
@@ -104,10 +109,13 @@ def test_slow_plugin_constructor_does_not_pause_sessions(
     assert proxy.stop() == 0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_hung_plugin_constructor_is_refused_and_the_old_one_serves_on(
-    run_proxy, echo_server: EchoServer, tmp_path: Path
+    run_proxy, echo_server: EchoServer, tmp_path: Path, workers: int
 ) -> None:
-    proxy = start(run_proxy, tmp_path, echo_server.address, "connect_timeout = 1")
+    """With workers, the master's check is what hangs: it refuses, and tells no worker."""
+    extra = ("connect_timeout = 1", f"workers = {workers}")
+    proxy = start(run_proxy, tmp_path, echo_server.address, *extra)
     with connect(f"{proxy.url}?token=old", open_timeout=5) as ws:
         tokens = {"old": echo_server.address, "new": echo_server.address}
         write_tokens(tmp_path / "tokens.json", 2, tokens, hang=True)
