@@ -8,16 +8,20 @@ it starts and ends building, so the tests wait for log lines, not for time."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import WSPROXY, EchoServer, ProxyProcess, upgrade_status, wait_until
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 SLOW_BUILD = 3.0  # seconds the slow constructor takes
@@ -150,22 +154,8 @@ def test_relative_paths_after_reload_without_changing_directory(
     write_tokens(tmp_path / "tokens.json", 1, {"old": echo_server.address})
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "index.html").write_text("the start directory's web root\n")
-    (tmp_path / "conf").mkdir()
-    lines = ["[wsproxy]", "listen = 127.0.0.1:0", "daemon = yes", f"token_plugin = {PLUGIN}"]
-    lines += ["token_source = tokens.json", "web = www", "log_file = w.log", "pid_file = w.pid"]
-    (tmp_path / "conf" / "w.ini").write_text("\n".join(lines) + "\n")
-    started = subprocess.run(
-        [WSPROXY, "-c", "conf/w.ini"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert started.returncode == 0, started.stderr
-    pid = int((tmp_path / "w.pid").read_text())
-    log = tmp_path / "w.log"
+    lines = [f"token_plugin = {PLUGIN}", "token_source = tokens.json", "web = www"]
+    pid, log = start_daemon(tmp_path, lines)
     try:
         port = int(str(wait_until(lambda: _port(log.read_text()), what="the listening line")))
         index = f"http://127.0.0.1:{port}/index.html"
@@ -189,6 +179,73 @@ def test_relative_paths_after_reload_without_changing_directory(
     finally:
         os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the daemon to exit")
+
+
+def test_relative_password_file_of_a_daemon_after_reload(
+    echo_server: EchoServer, tmp_path: Path
+) -> None:
+    """BasicHTTPAuth's relative password file is the start directory's at a reload too (the
+    daemon is in /, where there is no such file, and a source without a colon is no user:pass)."""
+    users = tmp_path / "users.txt"
+    users.write_text(_password_line("ann", "old"))
+    lines = [f"target = {echo_server.address}", "auth_plugin = BasicHTTPAuth"]
+    pid, log = start_daemon(tmp_path, [*lines, "auth_source = users.txt"])
+    try:
+        port = int(str(wait_until(lambda: _port(log.read_text()), what="the listening line")))
+        assert _basic_status(port, "ann:old") == 101
+        users.write_text(_password_line("ann", "new"))
+        os.kill(pid, signal.SIGHUP)
+        wait_until(lambda: re.search("reloaded targets=|reload failed", log.read_text()))
+        assert "reload failed" not in log.read_text(), log.read_text()
+        assert (_basic_status(port, "ann:old"), _basic_status(port, "ann:new")) == (401, 101)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the daemon to exit")
+
+
+def start_daemon(tmp_path: Path, lines: list[str]) -> tuple[int, Path]:
+    """``wsproxy -c conf/w.ini`` from ``tmp_path``, the file saying ``lines`` and to run as a
+    daemon with its log and pid file in ``tmp_path``; returns its pid and log file."""
+    (tmp_path / "conf").mkdir()
+    head = ["[wsproxy]", "listen = 127.0.0.1:0", "daemon = yes"]
+    tail = ["log_file = w.log", "pid_file = w.pid"]
+    (tmp_path / "conf" / "w.ini").write_text("\n".join([*head, *lines, *tail]) + "\n")
+    started = subprocess.run(
+        [WSPROXY, "-c", "conf/w.ini"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert started.returncode == 0, started.stderr
+    return int((tmp_path / "w.pid").read_text()), tmp_path / "w.log"
+
+
+def _password_line(user: str, password: str) -> str:
+    made = subprocess.run(
+        [sys.executable, "-m", "wsproxy.plugins.passwords", user],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert made.returncode == 0, made.stderr
+    return made.stdout
+
+
+def _basic_status(port: int, user_password: str) -> int:
+    token = base64.b64encode(user_password.encode()).decode()
+    try:
+        with connect(
+            f"ws://127.0.0.1:{port}/",
+            additional_headers={"Authorization": f"Basic {token}"},
+            open_timeout=5,
+        ):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
 
 
 def _port(text: str) -> int | None:
