@@ -8,19 +8,18 @@ it starts and ends building, so the tests wait for log lines, not for time."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import WSPROXY, EchoServer, ProxyProcess, upgrade_status, wait_until
+from test_auth import basic, password_line
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -187,13 +186,13 @@ def test_relative_password_file_of_a_daemon_after_reload(
     """BasicHTTPAuth's relative password file is the start directory's at a reload too (the
     daemon is in /, where there is no such file, and a source without a colon is no user:pass)."""
     users = tmp_path / "users.txt"
-    users.write_text(_password_line("ann", "old"))
+    users.write_text(password_line("ann", "old") + "\n")
     lines = [f"target = {echo_server.address}", "auth_plugin = BasicHTTPAuth"]
     pid, log = start_daemon(tmp_path, [*lines, "auth_source = users.txt"])
     try:
         port = int(str(wait_until(lambda: _port(log.read_text()), what="the listening line")))
         assert _basic_status(port, "ann:old") == 101
-        users.write_text(_password_line("ann", "new"))
+        users.write_text(password_line("ann", "new") + "\n")
         os.kill(pid, signal.SIGHUP)
         wait_until(lambda: re.search("reloaded targets=|reload failed", log.read_text()))
         assert "reload failed" not in log.read_text(), log.read_text()
@@ -223,24 +222,12 @@ def start_daemon(tmp_path: Path, lines: list[str]) -> tuple[int, Path]:
     return int((tmp_path / "w.pid").read_text()), tmp_path / "w.log"
 
 
-def _password_line(user: str, password: str) -> str:
-    made = subprocess.run(
-        [sys.executable, "-m", "wsproxy.plugins.passwords", user],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert made.returncode == 0, made.stderr
-    return made.stdout
-
-
 def _basic_status(port: int, user_password: str) -> int:
-    token = base64.b64encode(user_password.encode()).decode()
+    user, password = user_password.split(":")
     try:
         with connect(
             f"ws://127.0.0.1:{port}/",
-            additional_headers={"Authorization": f"Basic {token}"},
+            additional_headers={"Authorization": basic(user, password)},
             open_timeout=5,
         ):
             return 101
