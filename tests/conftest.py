@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -257,11 +258,31 @@ def ws_echo(url: str, data: bytes = b"ping") -> bytes:
     return answer
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nothing listens on (for 502 tests): bound, then closed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on (for a server a test starts, or a 502 test).
+
+    Chosen below the kernel's ephemeral range: a port ``bind(0)`` gives is an ephemeral one, which
+    any outgoing connection on the machine may take as its source port before the test's server
+    binds it (seen: haproxy's check port of an instance "already in use"). A port that TIME_WAIT
+    still holds fails the bind here and is skipped; none is given twice in one run.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+        low = int(f.read().split()[0])
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _GIVEN_PORTS:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN_PORTS.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def raw_connect(port: int, timeout: float = 5) -> socket.socket:
