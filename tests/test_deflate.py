@@ -390,6 +390,22 @@ def test_codec_returns_bounded_pieces_and_says_there_is_more() -> None:
     assert decoded.close == (1000, "")
 
 
+def test_codec_delivers_what_came_before_a_violation_then_the_error() -> None:
+    # A compressed message larger than one call's budget, then an unmasked frame, in one read:
+    # the whole message comes out (over several calls), and only then the violation.
+    codec = DeflateCodec("binary", AGREEMENT)
+    data = os.urandom(1024) * (2 * DECODE_BUDGET // 1024)
+    wire = compressed_frame(Opcode.BINARY, client_compress(data)) + b"\x82\x03bad"
+    decoded = codec.decode(memoryview(wire))
+    got = b"".join(decoded.to_target)
+    assert decoded.more and decoded.error is None
+    while decoded.more:
+        decoded = codec.decode(memoryview(b""))
+        got += b"".join(decoded.to_target)
+    assert got == data
+    assert decoded.error is not None and decoded.error.close_code == CloseCode.PROTOCOL_ERROR
+
+
 def test_codec_counts_uncompressed_messages_against_the_limit() -> None:
     codec = DeflateCodec("binary", AGREEMENT, max_message_size=10)
     codec.decode(memoryview(encode_frame(Opcode.BINARY, b"x" * 10, mask=MASK)))
