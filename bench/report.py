@@ -127,7 +127,8 @@ def table(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
         f"wsproxy bench {doc['date']}  {m['nproc']} cores  {m['cpu']}  Python {m['python']}"
-        + ("  (quick)" if doc.get("quick") else ""),
+        + ("  (quick)" if doc.get("quick") else "")
+        + (f"  medians of {doc['rounds']} rounds" if doc.get("rounds", 1) > 1 else ""),
         "",
     ]
     head = f"{'scenario':26}{'figure':15}" + "".join(f"{p:>12}" for p in PROXIES)
@@ -136,7 +137,7 @@ def table(doc: dict[str, Any]) -> str:
     for scenario, row in doc["results"].items():
         keys: list[str] = []
         for figures in row.values():
-            keys += [k for k in figures if k not in keys and k not in ("note",)]
+            keys += [k for k in figures if k not in keys and k not in ("note", "rounds")]
         for key in keys:
             vals = [row.get(p, {}).get(key) for p in PROXIES]
             if all(not isinstance(v, int | float) for v in vals):

@@ -3,6 +3,12 @@
 Prints a table of absolute figures and ratios, writes ``bench/results/<date>.json`` and
 ``latest.json``, and draws ``bench/results/latest.png``. ``--quick`` runs short; ``-k WORD`` runs
 the scenarios whose name contains WORD (repeatable).
+
+The machine is shared: what the neighbours do changes between two measurements seconds apart.
+So each scenario runs in ``ROUNDS`` rounds, the proxies taking turns within each round, and
+every figure is the median of its rounds (the most ``errors`` of any): a burst of outside load
+then moves one round of one proxy, not the ratio. Scenarios that hold thousands of sessions,
+overload a proxy or replay the long recordings run once.
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ from typing import Any
 
 from bench import proxies
 from bench.proxies import Proxy
+from bench.rounds import median_figures
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROXIES = ("socat", "websockify", "wsproxy")
 FORKING_IDLE_CAP = 200  # websockify and socat fork a process per session: this is what we hold
 FD_MARGIN = 64  # descriptors a proxy needs besides its sessions' two each
 MiB = 1 << 20
+ROUNDS = 3  # turns of every proxy per scenario (1 with --quick)
+ONCE = ("idle", "overload", "terminal", "vnc")  # scenarios (name prefixes) measured once
 
 
 class Services:
@@ -76,7 +85,7 @@ class Services:
 class Context:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
-        self.secs = 1.0 if quick else 3.0
+        self.secs = 1.0 if quick else 1.5  # per round: ROUNDS of them
         self.tmp = tempfile.TemporaryDirectory(prefix="wsproxy-bench-")
         self.services = Services(_make_recordings(Path(self.tmp.name)))
         self.tls = _make_cert(Path(self.tmp.name))
@@ -340,30 +349,47 @@ def run_all(ctx: Context, only: list[str]) -> dict[str, dict[str, Any]]:
             continue
         if ctx.quick and name == "idle-10000":
             continue
+        rounds = 1 if ctx.quick or name.startswith(ONCE) else ROUNDS
+        measured: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         row: dict[str, Any] = {}
-        for kind in kinds:
-            if kind == "wsproxy" and options.get("tls") and not ctx.wsproxy_tls:
-                row[kind] = {"skipped": "this wsproxy has no --cert"}
-                continue
-            if options.get("workers") and not ctx.wsproxy_workers:
-                row[kind] = {"skipped": "this wsproxy has no --workers"}
-                continue
-            proxy = proxies.start(
-                kind,
-                ctx.services.ports[service],
-                tls=ctx.tls if options.get("tls") else None,
-                workers=options.get("workers", 0),
-                deflate=options.get("deflate", False),
-            )
-            try:
-                row[kind] = scenario(ctx, proxy)
-            except Exception as exc:  # one failed measurement must not lose the run
-                row[kind] = {"error": f"{type(exc).__name__}: {exc}"}
-            finally:
-                proxy.stop()
+        for _ in range(rounds):
+            for kind in kinds:
+                if kind == "wsproxy" and options.get("tls") and not ctx.wsproxy_tls:
+                    row[kind] = {"skipped": "this wsproxy has no --cert"}
+                    continue
+                if options.get("workers") and not ctx.wsproxy_workers:
+                    row[kind] = {"skipped": "this wsproxy has no --workers"}
+                    continue
+                measured[kind].append(_measure(ctx, scenario, kind, service, options))
+        for kind, figures in measured.items():
+            if figures:
+                row[kind] = median_figures(figures)
             print(f"  {name:24} {kind:11} {_brief(row[kind])}", flush=True)
         results[name] = row
     return results
+
+
+def _measure(
+    ctx: Context,
+    scenario: Callable[[Context, Proxy], dict[str, Any]],
+    kind: str,
+    service: str,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """One round of ``scenario`` against a fresh proxy of ``kind``."""
+    proxy = proxies.start(
+        kind,
+        ctx.services.ports[service],
+        tls=ctx.tls if options.get("tls") else None,
+        workers=options.get("workers", 0),
+        deflate=options.get("deflate", False),
+    )
+    try:
+        return scenario(ctx, proxy)
+    except Exception as exc:  # one failed measurement must not lose the run
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        proxy.stop()
 
 
 def _brief(figures: dict[str, Any]) -> str:
@@ -411,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "quick": args.quick,
+        "rounds": 1 if args.quick else ROUNDS,
         "machine": machine(),
         "results": results,
     }
