@@ -272,8 +272,7 @@ class Relay:
         recv_into = target.recv_into
         n = DRAIN_FROM  # nothing read yet: read before waiting
         # Reading on without waiting needs the socket below gevent's (plain TCP or UNIX only).
-        raw = getattr(target, "_sock", None) if plain(target) else None
-        raw_recv = raw.recv_into if raw is not None else None
+        raw_recv = target._sock.recv_into if fast else None
         in_place = codec.in_place
         failed = "target"
         try:
