@@ -52,7 +52,9 @@ def test_c_speedup_refuses_a_short_mask() -> None:
         _speedups.apply_mask(b"data", b"abc")
 
 
-B64_SIZES = [0, 1, 2, 3, 4, 5, 6, 65535, 65536, 65537]
+# Every length to 100 crosses the vector loops' 12-byte (encode) and 16-character (decode)
+# blocks at every offset, and their stops where fewer than 16 bytes can be loaded or stored.
+B64_SIZES = [*range(101), 65535, 65536, 65537, 262144]
 
 
 @pytest.mark.parametrize("size", B64_SIZES)
@@ -82,6 +84,30 @@ BAD_BASE64 = [
     b"abc=",
     b"ab=\xff",
 ]
+
+
+def test_c_base64_encodes_every_value_in_every_lane() -> None:
+    """The vector encoder maps each 6-bit value through one of five ranges (A-Z, a-z, 0-9, +, /):
+    every value at each of the four places of a group, in each of the four groups of a block."""
+    from wsproxy import _speedups
+
+    groups = b"".join((v << 18 | v << 12 | v << 6 | v).to_bytes(3, "big") for v in range(64))
+    for shift in range(4):  # the same values moved by one group: each lands in another lane
+        data = groups[3 * shift :] + groups[: 3 * shift]
+        assert _speedups.b64encode(data) == binascii.b2a_base64(data, newline=False)
+        assert _speedups.b64decode(_speedups.b64encode(data)) == data
+
+
+def test_c_base64_decoding_refuses_a_bad_character_anywhere() -> None:
+    """One character outside the alphabet, at any place of a long text (inside the vector blocks
+    and in the tail), is refused (None: binascii then gives the verdict), never decoded."""
+    from wsproxy import _speedups
+
+    text = binascii.b2a_base64(os.urandom(120), newline=False)
+    for place in range(len(text)):
+        for bad in (0, 42, 44, 46, 58, 64, 91, 96, 123, 127, 128, 255):
+            broken = text[:place] + bytes([bad]) + text[place + 1 :]
+            assert _speedups.b64decode(broken) is None, (place, bad)
 
 
 @pytest.mark.parametrize("text", BAD_BASE64)
