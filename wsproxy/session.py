@@ -27,6 +27,7 @@ from wsproxy.protocol import deflate, handshake, hixie
 from wsproxy.protocol.codec import DeflateCodec, make_codec
 from wsproxy.protocol.forwarded import forwarded_client
 from wsproxy.protocol.handshake import Kind, Request
+from wsproxy.pumpio import send_all
 from wsproxy.relay import Outcome, Relay
 from wsproxy.settings import format_address
 from wsproxy.traffic import TrafficTrace
@@ -224,7 +225,7 @@ class Session:
             tune_socket(target_sock)
             if self._stopping:
                 raise HandshakeError(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
-            self.sock.sendall(response)
+            send_all(self.sock.send, response)  # gevent's sendall asks SO_SNDBUF
             codec = make_codec(protocol, subprotocol, agreement, self.settings.max_message_size)
             recordings = self.context.recordings
             recorder = recordings.open(self.peer, self.started) if recordings else None
