@@ -32,3 +32,18 @@ def test_logfmt(value: object, field: str) -> None:
 def test_logfmt_cuts_long_values() -> None:
     field = logfmt("x" * (MAX_FIELD_CHARS + 50))
     assert field == "x" * MAX_FIELD_CHARS + "..."
+
+
+def test_line_formatter_writes_what_logging_formatter_writes() -> None:
+    """The cached time text: the same line as logging's own formatter, also when the second
+    changes between two lines and when a line comes from an earlier second than the last."""
+    import logging
+
+    from wsproxy.logs import LOG_FORMAT, LineFormatter
+
+    ours, theirs = LineFormatter(LOG_FORMAT), logging.Formatter(LOG_FORMAT)
+    record = logging.LogRecord("wsproxy.session", logging.INFO, "", 0, "open peer=%s", ("a",), None)
+    base = int(record.created)
+    for created in (base + 0.0004, base + 0.9996, base + 1.5, base + 61.25, base + 0.5):
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == theirs.format(record)

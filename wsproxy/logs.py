@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from wsproxy.errors import StartupError
 from wsproxy.settings import Settings
@@ -21,6 +22,7 @@ __all__ = [
     "LOG_FORMAT",
     "MAX_FIELD_CHARS",
     "SYSLOG_FORMAT",
+    "LineFormatter",
     "ReopeningFileHandler",
     "logfmt",
     "open_handlers",
@@ -56,6 +58,23 @@ def logfmt(value: object, *, limit: int = MAX_FIELD_CHARS) -> str:
 
 def _escape(ch: str) -> str:
     return '\\"' if ch == '"' else ch.encode("unicode_escape").decode("ascii")
+
+
+class LineFormatter(logging.Formatter):
+    """The log line's formatter: the time's text is made once a second, not for every line
+    (``strftime`` and ``localtime`` were a third of the cost of a session's two lines)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._cached = (-1, "")  # (second, its text): one tuple, so threads never mix the two
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second, text = self._cached
+        if int(record.created) != second:
+            second = int(record.created)
+            text = time.strftime(self.default_time_format, self.converter(second))
+            self._cached = (second, text)
+        return f"{text},{int(record.msecs):03d}"  # as logging.Formatter writes it
 
 
 class ReopeningFileHandler(logging.FileHandler):
@@ -96,7 +115,7 @@ def open_handlers(settings: Settings) -> list[logging.Handler]:
                 f"cannot open log file {settings.log_file}: {exc.strerror or exc}"
             ) from None
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(LineFormatter(LOG_FORMAT))
     if settings.syslog:
         handler = open_syslog(
             settings.syslog, daemon=settings.daemon, legacy=settings.legacy_syslog
