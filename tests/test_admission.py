@@ -265,6 +265,19 @@ def test_client_counts_hold_and_give_back() -> None:
         pass  # 0: no limit
 
 
+def test_client_counts_give_back_what_was_counted_across_a_limit_change() -> None:
+    """A reload may set or clear the limit while sessions relay: each gives back what it took."""
+    counts = ClientCounts(0)
+    uncounted = counts.acquire("a")  # no limit yet: not counted
+    counts.limit = 1
+    counted = counts.acquire("a")
+    counts.release(uncounted)
+    assert counts.counts == {"a": 1}
+    counts.limit = 0
+    counts.release(counted)
+    assert counts.counts == {}
+
+
 def test_refusal_log_says_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     refusals = RefusalLog(interval=0.2)
     with caplog.at_level("WARNING", "wsproxy.admission"):

@@ -133,17 +133,16 @@ class ClientCounts:
         self.limit = limit
         self.counts: dict[str, int] = {}
 
-    @contextlib.contextmanager
-    def hold(self, address: str) -> Iterator[None]:
-        """A slot for ``address`` for the duration of the block; an empty address (a UNIX
-        socket client that no trusted proxy named) is not counted.
+    def acquire(self, address: str) -> str:
+        """Count a session for ``address``; returns what :meth:`release` takes back: the
+        address, or '' when nothing was counted (no limit, or a UNIX socket client that no
+        trusted proxy named). The limit may change at a reload between the two.
 
         Raises:
             HandshakeError: 503, the address has ``limit`` sessions already.
         """
         if not self.limit or not address:
-            yield
-            return
+            return ""
         held = self.counts.get(address, 0)
         if held >= self.limit:
             raise HandshakeError(
@@ -151,13 +150,25 @@ class ClientCounts:
                 f"too many connections from {address} (max_connections_per_ip {self.limit})",
             )
         self.counts[address] = held + 1
+        return address
+
+    def release(self, counted: str) -> None:
+        """Take back what :meth:`acquire` counted."""
+        if not counted:
+            return
+        if self.counts[counted] == 1:
+            del self.counts[counted]
+        else:
+            self.counts[counted] -= 1
+
+    @contextlib.contextmanager
+    def hold(self, address: str) -> Iterator[None]:
+        """A slot for ``address`` for the duration of the block (:meth:`acquire`)."""
+        counted = self.acquire(address)
         try:
             yield
         finally:
-            if self.counts[address] == 1:
-                del self.counts[address]
-            else:
-                self.counts[address] -= 1
+            self.release(counted)
 
 
 class Doorman:

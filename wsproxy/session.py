@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import time
+from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -42,6 +43,20 @@ KEEPALIVE_INTERVAL = 15  # ... then every this many seconds ...
 KEEPALIVE_PROBES = 4  # ... and gives up after this many unanswered probes (about 2 minutes)
 
 
+@dataclass(slots=True)
+class Opened:
+    """A relay set up by the handshake, and what :meth:`Session.relay_opened` needs besides."""
+
+    relay: Relay
+    target_sock: Any
+    target: str
+    protocol: str
+    subprotocol: str | None
+    recorder: Any
+    rest: bytes  # client bytes read with the request head
+    counted: str = ""  # the address ``per_client`` counts this session under ('' for none)
+
+
 class Session:
     """State and steps for one client connection; the server calls :meth:`run` in its greenlet."""
 
@@ -61,6 +76,7 @@ class Session:
         # One bound for the whole opening handshake, from PROXY header to Hixie-76 key3.
         self.deadline = Deadline(self.settings.handshake_timeout)
         self.relay: Relay | None = None
+        self._opened: Opened | None = None  # a relay the handshake set up, for run() to run
         self.listen_port = context.listen_port
         self._stopping = False
         self._greenlet: gevent.Greenlet | None = None
@@ -73,6 +89,9 @@ class Session:
             if not self.context.listener_tuned:
                 tune_socket(self.sock)
             self.serve()
+            opened, self._opened = self._opened, None
+            if opened is not None:  # the handshake's frames have returned, and its objects
+                self.relay_opened(opened)
         except HandshakeTimeout as exc:
             log.info("refused peer=%s reason=%s step=%s", self.peer, logfmt(exc.reason), exc.step)
             self.context.metrics.handshake_failed(exc.metric_label)
@@ -186,9 +205,15 @@ class Session:
         else:
             response, subprotocol = hixie.hixie75_response(request, secure=self.secure)
         # Within the client's share of sessions (max_connections_per_ip): 503 past it, before
-        # the target is connected.
-        with self.context.per_client.hold(self.client):
-            self.proxy(kind.value, subprotocol, response, rest, request, agreement)
+        # the target is connected; the share is given back when the relay ends.
+        counted = self.context.per_client.acquire(self.client)
+        try:
+            opened = self.open_relay(kind.value, subprotocol, response, rest, request, agreement)
+        except BaseException:
+            self.context.per_client.release(counted)
+            raise
+        opened.counted = counted
+        self._opened = opened
 
     def serve_http(self, request: Request, rest: bytes) -> None:
         """A plain HTTP request: the web server's if ``web`` is set, else a short refusal."""
@@ -204,7 +229,7 @@ class Session:
             HTTPStatus.NOT_FOUND, "this is a WebSocket endpoint: connect with a WebSocket client"
         )
 
-    def proxy(
+    def open_relay(
         self,
         protocol: str,
         subprotocol: str | None,
@@ -212,9 +237,12 @@ class Session:
         rest: bytes,
         request: Request,
         agreement: deflate.Agreement | None = None,
-    ) -> None:
-        """Connect the target, accept the client, relay, log; ``agreement`` is the
-        permessage-deflate one, if negotiated."""
+    ) -> Opened:
+        """Connect the target, accept the client and set up the relay, which :meth:`run` runs
+        once the handshake's steps have returned; ``agreement`` is the permessage-deflate one,
+        if negotiated. Relaying outside the handshake's frames frees what only the handshake
+        needed while the session lasts: the request (1.9 KiB for the bench's client, 3.3 KiB
+        for Chromium's) and its head."""
         connecting = time.monotonic()
         auth = self.context.auth
         check = None if auth is None else partial(auth.check, self, request)
@@ -247,8 +275,19 @@ class Session:
                 logfmt(request.target),
             )
             self.context.metrics.session_opened(protocol)
+        except BaseException:
+            target_sock.close()
+            if recorder is not None:
+                recorder.close()
+            raise
+        return Opened(relay, target_sock, target, protocol, subprotocol, recorder, rest)
+
+    def relay_opened(self, opened: Opened) -> None:
+        """Relay until either side ends, then close the target and log the session."""
+        relay, codec, protocol = opened.relay, opened.relay.codec, opened.protocol
+        try:
             try:
-                outcome = relay.run(rest)
+                outcome = relay.run(opened.rest)
             finally:
                 ended = relay.outcome or Outcome("proxy", CloseCode.INTERNAL_ERROR, "")
                 self.context.metrics.session_closed(
@@ -259,16 +298,17 @@ class Session:
                         codec.wire_in, codec.wire_out, codec.message_in, codec.message_out
                     )
         finally:
-            target_sock.close()
-            if recorder is not None:
-                recorder.close()
+            opened.target_sock.close()
+            if opened.recorder is not None:
+                opened.recorder.close()
+            self.context.per_client.release(opened.counted)
         log.info(
             "closed peer=%s proto=%s sub=%s target=%s in=%d out=%d secs=%.2f by=%s code=%d "
             "reason=%s",
             self.peer,
             protocol,
-            subprotocol or "-",
-            target,
+            opened.subprotocol or "-",
+            opened.target,
             relay.bytes_in,
             relay.bytes_out,
             time.monotonic() - self.started,
