@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -64,9 +65,16 @@ class Request:
 
     def header(self, name: str) -> str | None:
         """The value of header ``name`` (any case); repeated headers are joined with ``, ``."""
-        name = name.lower()
-        values = [v for k, v in self.headers if k.lower() == name]
-        return ", ".join(values) if values else None
+        return self._by_name.get(name.lower())
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, str]:
+        """Each header's value by lower-case name, built at the first lookup: a handshake looks
+        up seven or more, each a scan of every header otherwise."""
+        values: dict[str, list[str]] = {}
+        for key, value in self.headers:
+            values.setdefault(key.lower(), []).append(value)
+        return {key: ", ".join(found) for key, found in values.items()}
 
     def tokens(self, name: str) -> list[str]:
         """A comma-separated header as lower-case tokens."""
