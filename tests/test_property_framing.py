@@ -11,7 +11,7 @@ import string
 import tracemalloc
 from collections.abc import Callable
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from wsproxy.errors import HandshakeError, ProtocolError
@@ -137,6 +137,60 @@ def test_rfc6455_arbitrary_bytes_give_events_or_a_protocol_error(
     whole = parse_chunks([data], max_message)
     assert parse_chunks(split(data, cuts), max_message) == whole
     assert whole[1] in (None, 1002, 1007, 1009)
+
+
+def exact_events(chunks: list[bytes], max_message: int, fast: bool) -> tuple[list, int | None]:
+    """Every event as the parser gives it (pieces not joined), and the close code it failed
+    with; ``fast=False`` turns off the parser's path for whole small binary frames."""
+    parser = FrameParser(max_message=max_message)
+    parser._plain = fast
+    events: list = []
+    try:
+        for chunk in chunks:
+            parser.feed_into(chunk, events)
+        parser.eof()
+    except ProtocolError as exc:
+        return events, exc.close_code
+    return events, None
+
+
+# Frames as a relay gets them: mostly small binary ones, some of every other kind and size, and
+# bytes that are not a frame at all.
+small_frames = st.lists(
+    st.one_of(
+        st.binary(max_size=130).map(lambda b: encode_frame(Opcode.BINARY, b, mask=True)),
+        st.binary(max_size=130).map(lambda b: encode_frame(Opcode.BINARY, b)),  # unmasked
+        st.binary(max_size=20).map(lambda b: encode_frame(Opcode.BINARY, b, fin=False, mask=True)),
+        st.binary(max_size=20).map(lambda b: encode_frame(Opcode.CONTINUATION, b, mask=True)),
+        st.text(max_size=20).map(lambda t: encode_frame(Opcode.TEXT, t.encode(), mask=True)),
+        st.binary(max_size=20).map(lambda b: encode_frame(Opcode.PING, b, mask=True)),
+        st.binary(max_size=8),
+    ),
+    max_size=12,
+)
+
+
+_B = encode_frame(Opcode.BINARY, b"0123456789abcdef", mask=True)  # 16 bytes of payload
+_START = encode_frame(Opcode.BINARY, b"xy", fin=False, mask=True)  # a fragmented message begins
+
+
+@given(small_frames, st.lists(st.integers(0, 1 << 12), max_size=8), st.sampled_from([0, 10, 1000]))
+@example([_B, _B], [], 10)  # past max_message: 1009 at the first, none relayed
+@example([_B, _B], [], 16)  # exactly max_message: relayed
+@example([_START, _B], [len(_START)], 0)  # a new message inside a fragmented one (1002)
+@example([_START, _B], [], 0)
+@example([encode_frame(Opcode.BINARY, b"x" * 125, mask=True)], [], 0)  # the largest small one
+@example([encode_frame(Opcode.BINARY, b"x" * 126, mask=True)], [], 0)  # a 16-bit length
+@example([encode_frame(Opcode.BINARY, b"ab")], [], 0)  # unmasked (1002)
+@example([b"\xc2\x82abcdxy"], [], 0)  # RSV1 without an extension (1002)
+@example([_B, encode_frame(Opcode.CLOSE, b"", mask=True), _B], [], 0)  # nothing after a close
+def test_rfc6455_small_binary_frames_path_gives_the_general_loops_events(
+    frames: list[bytes], cuts: list[int], max_message: int
+) -> None:
+    """The parser's shortcut for whole small binary frames: event for event and error for
+    error what the general loop gives, however the input is split."""
+    chunks = split(b"".join(frames), cuts)
+    assert exact_events(chunks, max_message, True) == exact_events(chunks, max_message, False)
 
 
 @given(st.binary(max_size=300), st.integers(0, 200_000), st.booleans())

@@ -177,6 +177,9 @@ class FrameParser:
         self._text = False
         self._data: type[Data] = Data  # the event type of this message's pieces (deflate)
         self.closed = False
+        # Whole small binary frames may skip the general loop: a server's parser of the
+        # protocol as it is (a subclass, such as deflate's, decides frames its own way).
+        self._plain = require_mask and type(self) is FrameParser
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Parse ``data``; the returned events own their bytes (``data`` may be reused after)."""
@@ -192,8 +195,8 @@ class FrameParser:
         if self.closed:
             return
         view = memoryview(data)
-        pos = 0
         end = len(view)
+        pos = self._whole_small_frames(view, end, events) if self._plain else 0
         while True:
             if self._remaining < 0:
                 used = self._read_header(view, pos, end)
@@ -236,6 +239,33 @@ class FrameParser:
                         events.append(event)
                         if self.closed:
                             return
+
+    def _whole_small_frames(
+        self, view: memoryview, end: int, events: MutableSequence[Event]
+    ) -> int:
+        """The common input of a relay, read on: whole masked binary frames of under 126 bytes
+        (keystrokes, mouse moves, echoes), each a message of its own, while nothing is pending.
+        Returns the bytes they used; the general loop takes everything else, and any frame this
+        does not know to be valid (it refuses nothing). Half the parser's time per such frame.
+        """
+        pos = 0
+        limit = self.message.max_size
+        while (
+            self._remaining < 0
+            and not self._header
+            and not self._in_message
+            and end - pos >= 6
+            and view[pos] == 0x82  # FIN, no RSV bit, binary
+        ):
+            b1 = view[pos + 1]
+            length = b1 & 0x7F
+            stop = pos + 6 + length
+            if not b1 & 0x80 or length > 125 or stop > end or (limit and length > limit):
+                break
+            payload = apply_mask(view[pos + 6 : stop], bytes(view[pos + 2 : pos + 6]))
+            events.append(Data(payload, False, True))
+            pos = stop
+        return pos
 
     def eof(self) -> None:
         """The peer's stream ended: a text message must not have been cut inside a character."""
