@@ -324,8 +324,8 @@ class Relay:
             if type(data) is memoryview:
                 sent = 0
                 if self._nowait_send:
-                    try:
-                        sent = self.client.send(data, 0, 0.0)  # gevent's: 0.0 = never wait
+                    try:  # the non-blocking socket below gevent's: one Python frame less
+                        sent = self.client._sock.send(data)
                     except BlockingIOError:
                         sent = 0
                 if sent < len(data):
