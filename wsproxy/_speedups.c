@@ -215,7 +215,6 @@ done:
 
 static uint16_t B64_PAIRS[4096]; /* the two characters for each 12-bit value */
 
-
 static PyObject *
 b64encode(PyObject *self, PyObject *args)
 {

