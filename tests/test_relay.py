@@ -445,6 +445,28 @@ def test_close_1002_survives_a_client_still_sending(proxy) -> None:
     client.close()
 
 
+def test_after_a_violation_the_relay_lingers_until_a_quiet_client_closes() -> None:
+    # The client pump stops reading at the violation; the lingering close then reads the client
+    # with gevent's own recv, which finds the socket's read watcher free (the pump's Reader kept
+    # it started between reads) and waits, the client being quiet, until it closes.
+    client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
+    relay = Relay(client_ours, target_ours, BinaryCodec("binary"), close_timeout=5)
+    runner = gevent.spawn(relay.run)
+    with gevent.Timeout(10):
+        client_theirs.sendall(encode_frame(Opcode.BINARY, b"ok", mask=True))
+        assert target_theirs.recv(64) == b"ok"
+        client_theirs.sendall(b"\x82\x03bad")  # unmasked
+        frames = server_frames(client_theirs.recv(64))
+        assert frames[0][0] == Opcode.CLOSE and frames[0][1][:2] == (1002).to_bytes(2, "big")
+        gevent.sleep(0.1)  # quiet: the relay's linger waits for the client
+        assert not runner.ready()
+        client_theirs.close()
+        outcome = runner.get()
+    assert (outcome.by, outcome.code) == ("proxy", 1002)
+    for sock in (client_ours, target_ours, target_theirs):
+        sock.close()
+
+
 def test_a_valid_frame_sent_with_a_violation_still_reaches_the_target(run_proxy) -> None:
     # One write: a valid message, then an unmasked frame. The message came before the
     # violation: the target gets it, then the client gets its 1002.

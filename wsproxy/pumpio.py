@@ -11,8 +11,9 @@ import errno
 from typing import Any
 
 import gevent.socket
+from gevent.exceptions import ConcurrentObjectUseError
 
-__all__ = ["DRAIN_READS", "drain", "fast_reads", "plain", "recv", "send_all"]
+__all__ = ["DRAIN_READS", "Reader", "drain", "fast_reads", "plain", "send_all"]
 
 DRAIN_READS = 8  # reads of what is already waiting, at most, before a pump frames what it has
 
@@ -23,32 +24,90 @@ def plain(sock: Any) -> bool:
 
 
 def fast_reads(sock: Any) -> bool:
-    """Whether :func:`recv` may read ``sock``: a plain gevent socket. A TLS socket may hold
+    """Whether a :class:`Reader` may read ``sock``: a plain gevent socket. A TLS socket may hold
     decrypted bytes its descriptor does not show: it is read with its own ``recv_into``."""
     return plain(sock) and hasattr(sock, "_wait") and hasattr(sock, "_read_event")
 
 
-def recv(sock: Any, buf: Any, wait_first: bool) -> int:
-    """``sock.recv_into(buf)`` for a pump (``sock`` passed :func:`fast_reads`): with
-    ``wait_first`` (the last read was small, so the socket is most likely empty) it waits until
-    ``sock`` is readable before reading, instead of failing a read first.
+class Reader:
+    """Reads for one pump, in the pump's greenlet: a socket that does not pass
+    :func:`fast_reads` (TLS) is read with its own ``recv_into``.
 
-    A function of the socket, not a closure kept per pump: 10,000 idle sessions would hold
-    20,000 of those. The waits are written out for the same reason (an idle pump waits here).
+    gevent's wait starts the socket's read watcher with a new ``Waiter`` and stops it again on
+    every wake-up. A pump waits on the same socket all its life, so the watcher stays started
+    between reads, with :meth:`_wake` as its callback: that callback switches to the pump only
+    while it waits here, and stops the watcher if it fires while the pump is elsewhere (writing,
+    waiting for the send lock). :meth:`stop` must run when the pump ends, so that the socket's
+    other users (a lingering close, gevent's own reads) find the watcher free.
+
+    A socket closed by another greenlet raises in the waiting pump as with gevent's wait: its
+    close calls the callback's owner's :meth:`throw`.
     """
-    if wait_first:
-        event = sock._read_event
-        if event is None:  # closed (by another greenlet): what a read would say
+
+    __slots__ = ("_greenlet", "_hub", "_sock", "_waiting", "fast")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.fast = fast_reads(sock)
+        self._greenlet: Any = None  # the greenlet waiting in recv()
+        self._hub = gevent.get_hub()
+        self._waiting = False
+
+    def recv(self, buf: Any, wait_first: bool) -> int:
+        """``sock.recv_into(buf)``: with ``wait_first`` (the last read was small, so the socket
+        is most likely empty) it waits until the socket is readable before reading, instead of
+        failing a read first."""
+        sock = self._sock
+        if not self.fast:
+            return int(sock.recv_into(buf))
+        if wait_first:
+            self._wait(sock)
+        while True:
+            try:
+                return sock._sock.recv_into(buf)
+            except BlockingIOError:
+                self._wait(sock)
+
+    def _wait(self, sock: Any) -> None:
+        watcher = sock._read_event
+        if watcher is None:  # closed (by another greenlet): what a read would say
             raise OSError(errno.EBADF, "socket closed")
-        sock._wait(event)  # gevent's own wait in recv_into: honours the socket's timeout
-    while True:
+        if sock.timeout is not None:
+            self.stop()
+            sock._wait(watcher)  # gevent's own wait honours the socket's timeout
+            return
+        callback = watcher.callback
+        if callback is None:
+            watcher.start(self._wake)
+        elif getattr(callback, "__self__", None) is not self:
+            raise ConcurrentObjectUseError(f"another greenlet waits on this socket: {callback!r}")
+        self._greenlet = gevent.getcurrent()
+        self._waiting = True
         try:
-            return sock._sock.recv_into(buf)
-        except BlockingIOError:
-            event = sock._read_event
-            if event is None:
-                raise OSError(errno.EBADF, "socket closed") from None
-            sock._wait(event)
+            self._hub.switch()
+        finally:
+            self._waiting = False
+
+    def _wake(self) -> None:
+        if self._waiting:
+            self._greenlet.switch()
+            return
+        # Readable while the pump is busy elsewhere: it reads when it is back. (None: closed by
+        # another greenlet, whose close stops the watcher.)
+        watcher = self._sock._read_event
+        if watcher is not None:
+            watcher.stop()
+
+    def throw(self, *args: Any) -> None:
+        """gevent's close of the socket in another greenlet: raise in the pump if it waits."""
+        if self._waiting:
+            self._greenlet.throw(*args)
+
+    def stop(self) -> None:
+        """The pump is done reading: free the socket's read watcher."""
+        watcher = getattr(self._sock, "_read_event", None)
+        if watcher is not None and getattr(watcher.callback, "__self__", None) is self:
+            watcher.stop()
 
 
 def drain(recv_into: Any, into: memoryview, n: int) -> int:

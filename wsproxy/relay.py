@@ -22,9 +22,11 @@ frame and a syscall per piece, while a lone small write goes out at once.
 
 Waking up: after a small read (under ``DRAIN_FROM``: a keystroke, an echo, a mouse event) the
 socket is almost always empty, so the pump waits for it to become readable before it reads
-again (:func:`wsproxy.pumpio.recv`) instead of trying first and failing with EAGAIN as gevent's
-``recv_into`` does: a failed system call and its exception less on every wake-up of each pump.
-After a larger read (a stream) more is likely there already, and the pump reads at once.
+again instead of trying first and failing with EAGAIN as gevent's ``recv_into`` does: a failed
+system call and its exception less on every wake-up of each pump. After a larger read (a stream)
+more is likely there already, and the pump reads at once. Each pump waits with a
+:class:`wsproxy.pumpio.Reader`, which leaves the socket's read watcher started between reads
+instead of starting and stopping it (and a new ``Waiter``) on every wake-up as gevent's wait does.
 
 A permessage-deflate codec returns at most 256 KiB of inflated payload per decode and says there
 is more (``Decoded.more``): the client pump writes that, yields, and asks again before it reads,
@@ -46,7 +48,7 @@ from gevent.lock import Semaphore
 
 from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol.codec import Codec
-from wsproxy.pumpio import drain, fast_reads, plain, recv, send_all
+from wsproxy.pumpio import Reader, drain, plain, send_all
 from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
@@ -208,8 +210,7 @@ class Relay:
         buf = self._buffer()
         view = memoryview(buf)
         client = self.client
-        fast = fast_reads(client)
-        recv_into = client.recv_into
+        reader = Reader(client)
         n = DRAIN_FROM  # nothing read yet: read before waiting
         data: memoryview = memoryview(pending)
         more = False  # the codec has output left from the last input (deflate's bounded pieces)
@@ -249,7 +250,7 @@ class Relay:
                         gevent.sleep(0)
                         data = _NOTHING
                         continue
-                n = recv(client, buf, n < DRAIN_FROM) if fast else recv_into(buf)
+                n = reader.recv(buf, n < DRAIN_FROM)
                 if not n:
                     codec.eof()  # a text message cut inside a character is still a 1007
                     self._end("client", CloseCode.ABNORMAL, "connection dropped", send=False)
@@ -260,6 +261,8 @@ class Relay:
             self._end("proxy", exc.close_code, exc.reason)
         except OSError as exc:
             self._end_on_error("client", exc)
+        finally:
+            reader.stop()
 
     def _pump_target(self) -> None:
         codec = self.codec
@@ -268,8 +271,8 @@ class Relay:
         view = memoryview(buf)
         payload = view[HEADER_ROOM:]
         target = self.target
-        fast = fast_reads(target)
-        recv_into = target.recv_into
+        reader = Reader(target)
+        fast = reader.fast
         n = DRAIN_FROM  # nothing read yet: read before waiting
         # Reading on without waiting needs the socket below gevent's (plain TCP or UNIX only).
         raw_recv = target._sock.recv_into if fast else None
@@ -277,7 +280,7 @@ class Relay:
         failed = "target"
         try:
             while True:
-                n = recv(target, payload, n < DRAIN_FROM) if fast else recv_into(payload)
+                n = reader.recv(payload, n < DRAIN_FROM)
                 if not n:
                     break
                 if raw_recv is not None and n >= DRAIN_FROM:
@@ -299,6 +302,8 @@ class Relay:
             return
         except _Closing:
             return
+        finally:
+            reader.stop()
         self._end("target", CloseCode.NORMAL, "target closed")
 
     def _buffer(self) -> bytearray:
