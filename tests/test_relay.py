@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import os
 import random
 import socket
@@ -465,6 +466,53 @@ def test_after_a_violation_the_relay_lingers_until_a_quiet_client_closes() -> No
     assert (outcome.by, outcome.code) == ("proxy", 1002)
     for sock in (client_ours, target_ours, target_theirs):
         sock.close()
+
+
+@pytest.mark.parametrize("ending", ["client", "target", "server"])
+def test_a_relay_leaves_no_reference_cycles(ending: str) -> None:
+    # Freed by reference counting alone, a session never feeds the cyclic collector, whose full
+    # collections would stall every session of the process (the echo tail). Each ending takes
+    # another path out of the pumps: a close frame, the target's EOF, going_away() and a kill.
+    scratch = scratch_buffer()
+
+    def one() -> None:
+        client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
+        relay = Relay(client_ours, target_ours, BinaryCodec("binary"), scratch=scratch)
+        runner = gevent.spawn(relay.run)
+        client_theirs.sendall(encode_frame(Opcode.BINARY, b"x" * 32, mask=True))
+        assert target_theirs.recv(64) == b"x" * 32
+        target_theirs.sendall(b"y" * 32)
+        assert server_frames(client_theirs.recv(64)) == [(Opcode.BINARY, b"y" * 32)]
+        if ending == "client":
+            client_theirs.sendall(encode_frame(Opcode.CLOSE, b"\x03\xe8", mask=True))
+        elif ending == "target":
+            target_theirs.close()
+            client_theirs.recv(64)  # our close frame
+            client_theirs.close()
+        else:
+            relay.going_away()
+            client_theirs.close()
+        assert runner.get(timeout=5).by == ending
+        for sock in (client_ours, client_theirs, target_ours, target_theirs):
+            sock.close()
+
+    with gevent.Timeout(30):
+        one()  # first use: module-level caches
+        gevent.sleep(0.01)
+        gc.collect()
+        gc.disable()
+        try:
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            for _ in range(50):
+                one()
+            gevent.sleep(0.01)
+            found = gc.collect()
+            kinds = sorted({type(o).__name__ for o in gc.garbage})
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert found < 50, f"{found} objects in cycles after 50 relays: {kinds}"
 
 
 def test_a_valid_frame_sent_with_a_violation_still_reaches_the_target(run_proxy) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import gevent.socket
 from gevent.exceptions import ConcurrentObjectUseError
 
-__all__ = ["DRAIN_READS", "Reader", "drain", "fast_reads", "plain", "send_all"]
+__all__ = ["DRAIN_READS", "Reader", "drain", "fast_reads", "plain", "send_all", "send_first"]
 
 DRAIN_READS = 8  # reads of what is already waiting, at most, before a pump frames what it has
 
@@ -86,7 +86,10 @@ class Reader:
         try:
             self._hub.switch()
         finally:
+            # Held only while waiting: a killed pump's greenlet keeps its exception, whose
+            # traceback holds the pump's frame and this reader (a cycle only gc would free).
             self._waiting = False
+            self._greenlet = None
 
     def _wake(self) -> None:
         if self._waiting:
@@ -126,7 +129,7 @@ def drain(recv_into: Any, into: memoryview, n: int) -> int:
     return n
 
 
-def send_all(send: Any, data: bytes) -> None:
+def send_all(send: Any, data: bytes | memoryview) -> None:
     """``sendall`` for the hot path: gevent's costs a ``getsockopt`` call and a few Python frames
     per call. ``send`` (gevent's) waits until the socket can take more, then writes what fits."""
     sent = send(data)
@@ -134,3 +137,15 @@ def send_all(send: Any, data: bytes) -> None:
         view = memoryview(data)
         while sent < len(view):
             sent += send(view[sent:])
+
+
+def send_first(raw_send: Any, send: Any, data: bytes) -> None:
+    """Write all of ``data``: first with ``raw_send``, the non-blocking send of the socket below
+    a plain gevent socket (it never waits), then what that could not take with gevent's
+    ``send``, which waits for room."""
+    try:
+        sent = raw_send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        send_all(send, memoryview(data)[sent:])
