@@ -48,7 +48,7 @@ from gevent.lock import Semaphore
 
 from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol.codec import Codec
-from wsproxy.pumpio import Reader, drain, plain, send_all
+from wsproxy.pumpio import Reader, drain, plain, send_all, send_first
 from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
@@ -206,6 +206,8 @@ class Relay:
     def _pump_client(self, pending: bytes) -> None:
         codec = self.codec
         send = self.target.send
+        # The non-blocking socket below gevent's takes a frame at once (one Python frame less).
+        raw_send = self.target._sock.send if plain(self.target) else None
         recorder = self.recorder
         buf = self._buffer()
         view = memoryview(buf)
@@ -225,7 +227,10 @@ class Relay:
                         # One write for all the frames of this read (64 per read at 1 KiB).
                         out = payloads[0] if len(payloads) == 1 else b"".join(payloads)
                         try:
-                            send_all(send, out)
+                            if raw_send is None:
+                                send_all(send, out)
+                            else:
+                                send_first(raw_send, send, out)
                         except OSError as exc:
                             # Close with 1011, and go on reading for the client's answer.
                             self._end_on_error("target", exc)
