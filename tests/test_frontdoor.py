@@ -8,6 +8,7 @@ timeout); then thousands of random and mutated requests must each end within a s
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import socket
@@ -199,14 +200,18 @@ def send_and_wait_for_close(port: int, data: bytes, context: ssl.SSLContext | No
     try:
         sock = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
         start = time.monotonic()
-        sock.sendall(data)
-        # A TCP half-close that keeps the TLS layer readable (SSLSocket.shutdown drops it).
-        socket.socket.shutdown(sock, socket.SHUT_WR)
         try:
+            sock.sendall(data)
+            # A TCP half-close that keeps the TLS layer readable (SSLSocket.shutdown drops it).
+            socket.socket.shutdown(sock, socket.SHUT_WR)
             while sock.recv(65536):
                 pass
-        except (ConnectionResetError, ssl.SSLError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             pass  # a reset (or a cut TLS stream) is a close too
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+            # The server answered and reset the connection before our half-close.
         return time.monotonic() - start
     finally:
         raw.close()
@@ -223,6 +228,8 @@ def test_thousands_of_random_and_mutated_requests_each_end_within_a_second(
     lock = threading.Lock()
     work = iter(cases)
 
+    failed: list[tuple[str, bytes]] = []
+
     def worker() -> None:
         while True:
             with lock:
@@ -230,7 +237,12 @@ def test_thousands_of_random_and_mutated_requests_each_end_within_a_second(
             if case is None:
                 return
             data, secure = case
-            took = send_and_wait_for_close(door.port, data, context if secure else None)
+            try:
+                took = send_and_wait_for_close(door.port, data, context if secure else None)
+            except Exception as exc:  # a worker must not die quietly with its cases untried
+                with lock:
+                    failed.append((repr(exc), data[:120]))
+                continue
             if took >= ANSWER_WITHIN:
                 with lock:
                     slow.append((took, data[:120], secure))
@@ -241,6 +253,7 @@ def test_thousands_of_random_and_mutated_requests_each_end_within_a_second(
     for t in threads:
         t.join(120)
     assert not any(t.is_alive() for t in threads), f"FUZZ_SEED={seed}: a case hung"
+    assert not failed, f"FUZZ_SEED={seed}: {len(failed)} cases failed, e.g. {failed[:3]}"
     assert not slow, f"FUZZ_SEED={seed}: {len(slow)} slow cases, e.g. {sorted(slow)[-3:]}"
     assert door.proc.poll() is None
     assert_no_traceback(door)
