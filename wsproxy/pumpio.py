@@ -139,13 +139,14 @@ def send_all(send: Any, data: bytes | memoryview) -> None:
             sent += send(view[sent:])
 
 
-def send_first(raw_send: Any, send: Any, data: bytes) -> None:
+def send_first(raw_send: Any, send: Any, data: bytes | memoryview) -> None:
     """Write all of ``data``: first with ``raw_send``, the non-blocking send of the socket below
-    a plain gevent socket (it never waits), then what that could not take with gevent's
-    ``send``, which waits for room."""
+    a plain gevent socket (it never waits; one Python frame less than gevent's), then what that
+    could not take with gevent's ``send``, which waits for room. What is left is copied before
+    that wait, so ``data`` may be a view of the pumps' shared buffer."""
     try:
         sent = raw_send(data)
     except BlockingIOError:
         sent = 0
     if sent < len(data):
-        send_all(send, memoryview(data)[sent:])
+        send_all(send, bytes(data[sent:]))

@@ -331,17 +331,12 @@ class Relay:
         with lock:
             if self._closing:
                 raise _Closing()
-            if type(data) is memoryview:
-                sent = 0
-                if self._nowait_send:
-                    try:  # the non-blocking socket below gevent's: one Python frame less
-                        sent = self.client._sock.send(data)
-                    except BlockingIOError:
-                        sent = 0
-                if sent < len(data):
-                    send_all(self.client.send, bytes(data[sent:]))
-            else:
+            if type(data) is not memoryview:
                 send_all(self.client.send, data)
+            elif self._nowait_send:
+                send_first(self.client._sock.send, self.client.send, data)
+            else:
+                send_all(self.client.send, bytes(data))  # TLS: its send may wait
             if self._controls is not None:
                 self._write_controls()
 
