@@ -252,17 +252,18 @@ def test_auto_max_connections_leaves_a_reserve(limit: int, sessions: int) -> Non
 
 def test_client_counts_hold_and_give_back() -> None:
     counts = ClientCounts(2)
-    with counts.hold("a"), counts.hold("a"):
-        with pytest.raises(HandshakeError) as exc_info, counts.hold("a"):
-            pass
-        assert exc_info.value.status == 503
-        with counts.hold("b"):
-            pass
+    first, second = counts.acquire("a"), counts.acquire("a")
+    with pytest.raises(HandshakeError) as exc_info:
+        counts.acquire("a")
+    assert exc_info.value.status == 503
+    counts.release(counts.acquire("b"))
+    counts.release(second)
+    counts.release(first)
     assert counts.counts == {}
-    with counts.hold(""), counts.hold(""), counts.hold(""):
-        pass  # no address (a UNIX socket client): not counted
-    with ClientCounts(0).hold("a"), ClientCounts(0).hold("a"):
-        pass  # 0: no limit
+    assert [counts.acquire("") for _ in range(3)] == ["", "", ""]  # a UNIX socket client
+    assert counts.counts == {}
+    unlimited = ClientCounts(0)
+    assert [unlimited.acquire("a"), unlimited.acquire("a")] == ["", ""]  # 0: no limit
 
 
 def test_client_counts_give_back_what_was_counted_across_a_limit_change() -> None:

@@ -22,7 +22,7 @@ import os
 import resource
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -160,15 +160,6 @@ class ClientCounts:
             del self.counts[counted]
         else:
             self.counts[counted] -= 1
-
-    @contextlib.contextmanager
-    def hold(self, address: str) -> Iterator[None]:
-        """A slot for ``address`` for the duration of the block (:meth:`acquire`)."""
-        counted = self.acquire(address)
-        try:
-            yield
-        finally:
-            self.release(counted)
 
 
 class Doorman:
