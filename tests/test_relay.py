@@ -390,6 +390,81 @@ def test_pumps_wait_for_data_after_a_short_read_instead_of_failing_a_read() -> N
     assert sum(c.empty_reads for c in counters) < rounds // 10
 
 
+def test_an_interactive_session_runs_its_target_pump_without_a_greenlet(monkeypatch) -> None:
+    # Plain sockets, no recording: every echo fits the client's socket, so the target pump runs
+    # on the hub (the target's read watcher) and the session spawns nothing, nor kills anything.
+    spawned: list[object] = []
+    real_spawn = gevent.spawn
+
+    def counting_spawn(*args, **kwargs):
+        spawned.append(args[0])
+        return real_spawn(*args, **kwargs)
+
+    client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
+    relay = Relay(client_ours, target_ours, BinaryCodec("binary"))
+    runner = gevent.spawn(relay.run)
+    monkeypatch.setattr(gevent, "spawn", counting_spawn)
+    with gevent.Timeout(20):
+        for i in range(100):
+            message = i.to_bytes(4, "big") * 8
+            client_theirs.sendall(encode_frame(Opcode.BINARY, message, mask=True))
+            got = b""
+            while len(got) < len(message):
+                got += target_theirs.recv(64)
+            target_theirs.sendall(got)
+            assert server_frames(client_theirs.recv(64)) == [(Opcode.BINARY, message)]
+        client_theirs.sendall(encode_frame(Opcode.CLOSE, b"\x03\xe8", mask=True))
+        assert runner.get().by == "client"
+    assert spawned == []
+    assert relay.bytes_out == 100 * 32
+    for sock in (client_ours, client_theirs, target_ours, target_theirs):
+        sock.close()
+
+
+def test_a_frame_waiting_for_the_send_lock_is_copied_out_of_the_shared_buffer() -> None:
+    # The target pump on the hub finds another writer holding the client's send lock: its frame
+    # waits in a greenlet, and must not change when another relay reads into the shared buffer
+    # before that greenlet runs. The test makes that interleaving certain: it calls the hub's
+    # read itself (the loop would, the same way) and overwrites the buffer before it yields.
+    scratch = scratch_buffer()
+    client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
+    relay = Relay(client_ours, target_ours, BinaryCodec("binary"), scratch=scratch)
+    runner = gevent.spawn(relay.run)
+    with gevent.Timeout(10):
+        gevent.sleep(0)  # the relay is running
+        relay._send_lock.acquire()  # as a pong or a ping being written would
+        target_theirs.sendall(b"a" * 32)
+        relay._target_readable()
+        scratch[:] = bytes(len(scratch))  # another relay's read
+        relay._send_lock.release()
+        assert server_frames(client_theirs.recv(128)) == [(Opcode.BINARY, b"a" * 32)]
+        target_theirs.sendall(b"c" * 16)  # the pump goes on, in its greenlet now
+        assert server_frames(client_theirs.recv(128)) == [(Opcode.BINARY, b"c" * 16)]
+        target_theirs.close()
+        outcome = runner.get()
+    assert (outcome.by, outcome.code) == ("target", 1000)
+    for sock in (client_ours, client_theirs, target_ours):
+        sock.close()
+
+
+def test_a_target_closed_by_another_greenlet_ends_the_relay_with_1011() -> None:
+    # gevent's close of a socket throws into whoever waits on it: here the relay itself, whose
+    # target pump runs on the hub.
+    client_ours, client_theirs, target_ours, target_theirs = socket_pairs()
+    relay = Relay(client_ours, target_ours, BinaryCodec("binary"))
+    runner = gevent.spawn(relay.run)
+    with gevent.Timeout(10):
+        target_theirs.sendall(b"hello")
+        assert server_frames(client_theirs.recv(64)) == [(Opcode.BINARY, b"hello")]
+        target_ours.close()
+        outcome = runner.get()
+        frames = server_frames(client_theirs.recv(256))
+    assert (outcome.by, outcome.code) == ("target", 1011)
+    assert frames[0][0] == Opcode.CLOSE and frames[0][1][:2] == (1011).to_bytes(2, "big")
+    for sock in (client_ours, client_theirs, target_theirs):
+        sock.close()
+
+
 def test_a_control_frame_goes_out_between_data_frames_of_a_flooding_target() -> None:
     # The heartbeat's ping shares the client's socket with the target pump. Behind a target that
     # always has more to send and a client that reads slowly, the pump takes the writer's lock

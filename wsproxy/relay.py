@@ -7,11 +7,13 @@ There is no queue between them: a write that blocks stops its pump from reading,
 slows its writer (backpressure). Whichever pump ends first decides who closed and why;
 :meth:`Relay.run` then ends the other and returns.
 
-Memory: an idle session holds no read buffer and one greenlet besides its own (the client pump
-runs in the session's greenlet). Every pump of a server reads into one shared ``scratch`` buffer
-(:func:`scratch_buffer`): a gevent read fills the buffer only when it returns, and what the pump
-needs from it is sent or copied before the pump can yield again, so no other greenlet can see the
-buffer change under it. 10,000 idle sessions would otherwise hold 1.25 GiB of buffers.
+Memory: an idle session holds no read buffer and no greenlet besides its own: the client pump
+runs in the session's greenlet, and the target pump, while it has nothing to wait for, runs on
+the hub (see "The target pump on the hub" below). Every pump of a server reads into one shared
+``scratch`` buffer (:func:`scratch_buffer`): a gevent read fills the buffer only when it
+returns, and what the pump needs from it is sent or copied before the pump can yield again, so
+no other greenlet (nor the hub) can see the buffer change under it. 10,000 idle sessions would
+otherwise hold 1.25 GiB of buffers.
 
 Download at the copy limit: the target is read into the scratch behind ``HEADER_ROOM`` free
 bytes, the frame header is written in front of the payload, and header and payload go to the
@@ -27,6 +29,14 @@ system call and its exception less on every wake-up of each pump. After a larger
 more is likely there already, and the pump reads at once. Each pump waits with a
 :class:`wsproxy.pumpio.Reader`, which leaves the socket's read watcher started between reads
 instead of starting and stopping it (and a new ``Waiter``) on every wake-up as gevent's wait does.
+
+The target pump on the hub: when both sockets are plain (no TLS) and nothing records the
+session, the target's read watcher calls :meth:`Relay._target_readable` on the hub. It reads,
+frames and writes what it read without waiting, which is the whole of a small download (an echo,
+a screen update that fits the client's socket buffer): no greenlet to spawn for the session, to
+switch to on each read, or to kill at its end. Whatever would have to wait (a frame the client's
+socket cannot take at once, the send lock held by another writer, the target's end, an error)
+is handed to a greenlet that runs the target pump from there on, as it does for TLS sockets.
 
 A permessage-deflate codec returns at most 256 KiB of inflated payload per decode and says there
 is more (``Decoded.more``): the client pump writes that, yields, and asks again before it reads,
@@ -48,7 +58,7 @@ from gevent.lock import Semaphore
 
 from wsproxy.errors import CloseCode, ProtocolError
 from wsproxy.protocol.codec import Codec
-from wsproxy.pumpio import Reader, drain, plain, send_all, send_first
+from wsproxy.pumpio import Reader, drain, fast_reads, plain, send_all, send_first
 from wsproxy.wire import linger_close
 
 __all__ = ["RECV_SIZE", "Outcome", "Relay", "scratch_buffer"]
@@ -118,6 +128,9 @@ class Relay:
         self.client_reads = 0  # reads that brought client bytes (the heartbeat's "answered")
         self._up: Any = None  # the greenlet that runs the client pump (run()'s caller)
         self._up_done = False  # ... and that pump has returned
+        self._down: Any = None  # the greenlet that runs the target pump, once it needs one
+        self._watching = False  # the target pump runs on the hub (see the module's notes)
+        self._down_done = False  # the target pump has ended
         self._expiry: Any = None  # the timer that ends the client pump after the target's end
         # A frame can be written from the scratch without waiting (TLS sockets always may wait).
         self._nowait_send = plain(client)
@@ -125,13 +138,18 @@ class Relay:
     def run(self, pending: bytes = b"") -> Outcome:
         """Pump both ways until one side ends; ``pending`` are client bytes read with the head.
 
-        The client pump runs in the caller's greenlet (one greenlet less per session), the
-        target pump in a greenlet of its own. The closing phase (our close frame, the client's
-        answer, a lingering close after a protocol error) takes at most ``close_timeout`` in
-        all, and a pump is never killed while it writes a frame to the client.
+        The client pump runs in the caller's greenlet, the target pump on the hub or in a
+        greenlet of its own (see the module's notes). The closing phase (our close frame, the
+        client's answer, a lingering close after a protocol error) takes at most
+        ``close_timeout`` in all, and a pump is never stopped while it writes a frame to the
+        client.
         """
         self._up = gevent.getcurrent()
-        down = gevent.spawn(self._run_down)
+        if self.recorder is None and self._nowait_send and fast_reads(self.target):
+            self._watching = True
+            self.target._read_event.start(self._target_readable)
+        else:
+            self._down = gevent.spawn(self._run_down)
         try:
             try:
                 self._pump_client(pending)
@@ -141,16 +159,16 @@ class Relay:
                 self._up_done = True
                 if self._expiry is not None:
                     self._expiry.close()
-            if not down.dead:
+            if not self._down_done:
                 # The client closed, broke the protocol or went away: stop the data pump
                 # between two frames, never inside one.
                 self._closing = True
                 with gevent.Timeout(self._left(), False), self._send_lock:
-                    down.kill()
+                    self._stop_down()
             if self._close_started:
                 self._close_done.wait(timeout=self._left())  # e.g. going_away() still writing
         finally:
-            down.kill()
+            self._stop_down()
             _close(self.target)
             self._drop_controls()
         assert self.outcome is not None
@@ -160,17 +178,34 @@ class Relay:
             linger_close(self.client, b"", self._left())
         return self.outcome
 
-    def _run_down(self) -> None:
-        """The target pump; once it ended, the client's answer (which ends the client pump) is
-        awaited until the closing phase is over, then the client pump is stopped."""
+    def _stop_down(self) -> None:
+        self._unwatch()
+        if self._down is not None:
+            self._down.kill()
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            watcher = self.target._read_event
+            if watcher is not None:
+                watcher.stop()
+
+    def _run_down(self, carry: bytes = b"", count: int = 0, held: bool = False) -> None:
+        """The target pump in a greenlet (``carry``: see :meth:`_pump_target`)."""
         try:
-            self._pump_target()
+            self._pump_target(carry, count, held)
         finally:
-            if not self._up_done:
-                # A timer, not a watching greenlet: the client pump cancels it when it returns,
-                # so it can only ever fire inside the pump.
-                self._expiry = gevent.get_hub().loop.timer(self._left())
-                self._expiry.start(self._up.throw, _Expired())
+            self._down_over()
+
+    def _down_over(self) -> None:
+        """The target pump ended: the client's answer (which ends the client pump) is awaited
+        until the closing phase is over, then the client pump is stopped."""
+        self._down_done = True
+        if not self._up_done:
+            # A timer, not a watching greenlet: the client pump cancels it when it returns,
+            # so it can only ever fire inside the pump.
+            self._expiry = gevent.get_hub().loop.timer(self._left())
+            self._expiry.start(self._up.throw, _Expired())
 
     def going_away(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
@@ -269,7 +304,84 @@ class Relay:
         finally:
             reader.stop()
 
-    def _pump_target(self) -> None:
+    def _target_readable(self) -> None:
+        """The target pump on the hub, called by the target's read watcher: one read (and what
+        waits behind it), framed and written without waiting, else handed to a greenlet."""
+        buf = self._buffer()
+        view = memoryview(buf)
+        payload = view[HEADER_ROOM:]
+        raw_recv = self.target._sock.recv_into
+        try:
+            n = raw_recv(payload)
+            if n >= DRAIN_FROM:
+                n = drain(raw_recv, payload, n)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._end_down(self._end_on_error, "target", exc)
+            return
+        if not n:
+            self._end_down(self._end, "target", CloseCode.NORMAL, "target closed")
+            return
+        if self._closing:  # our close is due: the target's data is dropped, its pump ends
+            self._unwatch()
+            self._down_over()
+            return
+        codec = self.codec
+        if codec.in_place:
+            header = codec.header(n)
+            start = HEADER_ROOM - len(header)
+            buf[start:HEADER_ROOM] = header
+            frame: bytes | memoryview = view[start : HEADER_ROOM + n]
+        else:
+            frame = codec.encode(payload[:n])
+        lock = self._send_lock
+        if lock.locked():  # another writer's frame is going out: ours waits in a greenlet
+            self._hand_down(bytes(frame), n)
+            return
+        try:
+            sent = self.client._sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._end_down(self._end_on_error, "client", exc)
+            return
+        if sent == len(frame):
+            self.bytes_out += n
+            return
+        # The client's socket is full: the rest of the frame goes out from a greenlet, and no
+        # other writer may come between (the lock, free until now, is taken for it here).
+        lock.acquire(blocking=False)
+        self._hand_down(bytes(frame[sent:]), n, True)
+
+    def _hand_down(self, carry: bytes, count: int, held: bool = False) -> None:
+        """A frame must wait: the target pump goes on in a greenlet, from that frame."""
+        self._unwatch()
+        self._down = gevent.spawn(self._run_down, carry, count, held)
+
+    def _end_down(self, end: Any, *args: Any) -> None:
+        """The target pump on the hub ends with ``end(*args)``, which may wait: in a greenlet."""
+        self._unwatch()
+        self._down = gevent.spawn(self._ending, end, *args)
+
+    def _ending(self, end: Any, *args: Any) -> None:
+        try:
+            end(*args)
+        finally:
+            self._down_over()
+
+    def throw(self, error: Any) -> None:
+        """gevent's close or shutdown of the target in another greenlet while the target pump
+        runs on the hub: gevent throws ``error`` (an exception or its class) into the owner of
+        the watcher's callback. The pump ends with it, as a waiting pump's read would."""
+        if self._watching:
+            exc = error() if isinstance(error, type) else error
+            self._end_down(self._end_on_error, "target", exc)
+
+    def _pump_target(self, carry: bytes = b"", count: int = 0, held: bool = False) -> None:
+        """The target pump in a greenlet. ``carry`` is a frame (or, if ``held``, the rest of one
+        with the send lock taken for it) that the pump on the hub could not write, for
+        ``count`` payload bytes."""
         codec = self.codec
         recorder = self.recorder
         buf = self._buffer()
@@ -284,6 +396,14 @@ class Relay:
         in_place = codec.in_place
         failed = "target"
         try:
+            if carry:
+                failed = "client"
+                if held:
+                    self._finish_frame(carry)
+                else:
+                    self._send_client(carry)
+                failed = "target"
+                self.bytes_out += count
             while True:
                 n = reader.recv(payload, n < DRAIN_FROM)
                 if not n:
@@ -339,6 +459,15 @@ class Relay:
                 send_all(self.client.send, bytes(data))  # TLS: its send may wait
             if self._controls is not None:
                 self._write_controls()
+
+    def _finish_frame(self, rest: bytes) -> None:
+        """Write the rest of a frame begun on the hub, which took the send lock for it."""
+        try:
+            send_all(self.client.send, rest)
+            if self._controls is not None:
+                self._write_controls()
+        finally:
+            self._send_lock.release()
 
     def _write_controls(self) -> None:
         """Write the queued control frames (the caller holds the lock) and wake their senders."""
