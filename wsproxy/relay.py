@@ -91,7 +91,8 @@ class Relay:
         close_timeout: how long the client has to answer our close frame.
         recorder: optional object with ``from_client(bytes)`` and ``to_client(bytes)``.
         scratch: the read buffer shared by the relays of one hub (see the module's notes);
-            without it each pump allocates its own ``recv_size`` buffer.
+            without it the relay allocates one ``recv_size`` buffer for its pumps, as safe to
+            share as the hub's.
     """
 
     def __init__(
@@ -327,14 +328,7 @@ class Relay:
             self._unwatch()
             self._down_over()
             return
-        codec = self.codec
-        if codec.in_place:
-            header = codec.header(n)
-            start = HEADER_ROOM - len(header)
-            buf[start:HEADER_ROOM] = header
-            frame: bytes | memoryview = view[start : HEADER_ROOM + n]
-        else:
-            frame = codec.encode(payload[:n])
+        frame = _framed(self.codec, buf, view, n)
         lock = self._send_lock
         if lock.locked():  # another writer's frame is going out: ours waits in a greenlet
             self._hand_down(bytes(frame), n)
@@ -393,7 +387,6 @@ class Relay:
         n = DRAIN_FROM  # nothing read yet: read before waiting
         # Reading on without waiting needs the socket below gevent's (plain TCP or UNIX only).
         raw_recv = target._sock.recv_into if fast else None
-        in_place = codec.in_place
         failed = "target"
         try:
             if carry:
@@ -413,13 +406,7 @@ class Relay:
                 if recorder is not None:  # before the send: the scratch is ours until we yield
                     recorder.to_client(bytes(payload[:n]))
                 failed = "client"
-                if in_place:
-                    header = codec.header(n)
-                    start = HEADER_ROOM - len(header)
-                    buf[start:HEADER_ROOM] = header
-                    self._send_client(view[start : HEADER_ROOM + n])
-                else:
-                    self._send_client(codec.encode(payload[:n]))
+                self._send_client(_framed(codec, buf, view, n))
                 failed = "target"
                 self.bytes_out += n
         except OSError as exc:
@@ -432,9 +419,9 @@ class Relay:
         self._end("target", CloseCode.NORMAL, "target closed")
 
     def _buffer(self) -> bytearray:
-        if self.scratch is not None:
-            return self.scratch
-        return bytearray(HEADER_ROOM + self.recv_size)
+        if self.scratch is None:
+            self.scratch = bytearray(HEADER_ROOM + self.recv_size)
+        return self.scratch
 
     # -- ending --
 
@@ -522,6 +509,17 @@ class Relay:
 
 
 _NOTHING = memoryview(b"")
+
+
+def _framed(codec: Codec, buf: bytearray, view: memoryview, n: int) -> bytes | memoryview:
+    """The frame for the ``n`` bytes read into ``buf`` behind ``HEADER_ROOM``: a view of
+    ``buf`` with the header written in front when the codec allows, else a new buffer."""
+    if codec.in_place:
+        header = codec.header(n)
+        start = HEADER_ROOM - len(header)
+        buf[start:HEADER_ROOM] = header
+        return view[start : HEADER_ROOM + n]
+    return codec.encode(view[HEADER_ROOM : HEADER_ROOM + n])
 
 
 class _Closing(Exception):
