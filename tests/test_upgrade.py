@@ -189,6 +189,18 @@ def test_workers(
     assert "upgrade: draining workers=2" in proxy.log
 
 
+def test_new_process_starts_from_the_users_file_limit(
+    run_proxy: type[ProxyProcess], echo_server: EchoServer, tmp_path: Path, pids: list[int]
+) -> None:
+    # Else it would find the raised limit as its user's, and give it to the programs it starts.
+    pid_file = tmp_path / "w.pid"
+    limits = ("prlimit", "--nofile=1000:4000", "--")
+    args = ["--pid-file", str(pid_file), "127.0.0.1:0", echo_server.address]
+    proxy = run_proxy(args, prefix=limits)
+    new_pid = upgrade_foreground(proxy, pid_file, pids)
+    proxy.wait_log(rf" {new_pid} INFO wsproxy: open file limit raised from 1000 to 4000")
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_wrapped_program_is_handed_over(
     run_proxy: type[ProxyProcess], tmp_path: Path, pids: list[int], workers: str

@@ -239,6 +239,15 @@ def test_program_output_is_logged_and_user_ld_preload_kept(wrap) -> None:
     assert max(len(part) for part in long_line) <= 4096  # logged in bounded pieces
 
 
+def test_program_gets_the_file_limit_wsproxy_found_not_the_raised_one(wrap) -> None:
+    # As a user's shell starts it: soft 1000, hard 4000. wsproxy raises its own soft limit.
+    show = program("import resource; print('nofile', *resource.getrlimit(resource.RLIMIT_NOFILE))")
+    limits = ("prlimit", "--nofile=1000:4000", "--")
+    proxy = wrap([*show, "{port}"], "--wrap-mode=ignore", prefix=limits)
+    proxy.wait_log(r"open file limit raised from 1000 to 4000")
+    proxy.wait_log(r"wrap python\S*\[\d+\]: nofile 1000 4000$")
+
+
 def test_rebind_lib_option_is_used(wrap, tmp_path: Path) -> None:
     lib = tmp_path / "my-rebind.so"
     shutil.copy(find_rebind_lib(None), lib)

@@ -4,7 +4,10 @@ immediate ``503`` for the clients turned away.
 Every session holds two file descriptors (client and target; a web request holds the client and
 a file), so the file limit bounds the sessions. The command raises its soft limit to the hard one
 at start, as nginx and gunicorn users expect, and ``max_connections`` defaults to what that limit
-allows after a reserve for logs, the web server, token files and the like.
+allows after a reserve for logs, the web server, token files and the like. The programs it
+starts (``wsproxy PORT -- PROGRAM``, an upgrade's new process) get the limit it found: a program
+that closes every descriptor up to its limit, or keeps them in a ``select()`` set, should not
+find a million where its user set 1024.
 
 A client past the cap is answered at once instead of waiting in the listen backlog: the
 :class:`Doorman` writes ``503`` on the freshly accepted socket, without a greenlet. When
@@ -43,6 +46,7 @@ __all__ = [
     "connection_cap",
     "fd_reserve",
     "raise_fd_limit",
+    "restore_fd_limit",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ FD_RESERVE_MIN = 32  # descriptors kept for the rest: listener, hub, logs, metri
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines about refused clients
 ACCEPT_PAUSE = 0.1  # seconds without accepting after an accept() failure we cannot work around
 LINGER = 1.0  # seconds a refused client has to read its 503 and close
+
+_found_soft: int | None = None  # the soft limit before raise_fd_limit raised it
 DRAIN_READS = 4  # reads of what a refused client sent already, so that closing sends no reset
 # accept() failures of one connection (it left, or a firewall rule): the next one may be fine.
 _TRANSIENT = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN))
@@ -77,8 +83,19 @@ def raise_fd_limit() -> tuple[int, int]:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (OSError, ValueError):
             return soft, soft
+        global _found_soft
+        if _found_soft is None:
+            _found_soft = soft
         return soft, wanted
     return soft, soft
+
+
+def restore_fd_limit() -> None:
+    """Put back the soft limit raise_fd_limit found: the ``preexec_fn`` of the programs we
+    start. Nothing when it raised nothing (wsproxy run as a library leaves the limit alone)."""
+    if _found_soft is not None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_found_soft, hard))
 
 
 def fd_limit() -> int:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import gevent.select
 import gevent.socket
 
+from wsproxy.admission import restore_fd_limit
 from wsproxy.daemon import MAX_REPORT_BYTES, READY_TIMEOUT, READY_WORD, Readiness
 from wsproxy.keeperlink import KeeperLink
 from wsproxy.listeners import Listener
@@ -158,6 +159,7 @@ def start_new_copy(
             env=env,
             pass_fds=fds,
             stdin=subprocess.DEVNULL,
+            preexec_fn=restore_fd_limit,  # it raises its own, and its programs get the user's
         )
     except OSError as exc:
         os.close(read_end)

@@ -34,6 +34,7 @@ import gevent.event
 import gevent.socket
 import gevent.subprocess
 
+from wsproxy.admission import restore_fd_limit
 from wsproxy.adopt import AdoptedProcess
 from wsproxy.children import Backoff, status_of
 from wsproxy.dial import dial
@@ -239,6 +240,7 @@ class WrappedProgram:
                 start_new_session=True,  # own session and process group: we signal the group
                 close_fds=True,
                 cwd=self.cwd,
+                preexec_fn=restore_fd_limit,  # the user's limit, not the one we raised
             )
         except OSError as exc:
             self.proc = None
