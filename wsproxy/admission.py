@@ -56,12 +56,11 @@ FD_RESERVE_MIN = 32  # descriptors kept for the rest: listener, hub, logs, metri
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines about refused clients
 ACCEPT_PAUSE = 0.1  # seconds without accepting after an accept() failure we cannot work around
 LINGER = 1.0  # seconds a refused client has to read its 503 and close
-
-_found_soft: int | None = None  # the soft limit before raise_fd_limit raised it
 DRAIN_READS = 4  # reads of what a refused client sent already, so that closing sends no reset
 # accept() failures of one connection (it left, or a firewall rule): the next one may be fine.
 _TRANSIENT = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.EAGAIN))
 _OUT_OF_FDS = frozenset((errno.EMFILE, errno.ENFILE))
+_found_soft: int | None = None  # the soft limit before raise_fd_limit raised it
 
 
 def raise_fd_limit() -> tuple[int, int]:
