@@ -261,6 +261,11 @@ def ws_echo(url: str, data: bytes = b"ping") -> bytes:
 _GIVEN_PORTS: set[int] = set()
 
 
+def nofile(soft: int, hard: int) -> tuple[str, ...]:
+    """A ``ProxyProcess`` prefix: wsproxy started with that open-file limit, as from a shell."""
+    return ("prlimit", f"--nofile={soft}:{hard}", "--")
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (for a server a test starts, or a 502 test).
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from conftest import read_http_head, read_until_closed
+from conftest import nofile, read_http_head, read_until_closed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -25,10 +25,6 @@ UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 )
-
-
-def nofile(soft: int, hard: int) -> tuple[str, ...]:
-    return ("prlimit", f"--nofile={soft}:{hard}", "--")
 
 
 def in_parallel(count: int, job: Callable[[], object]) -> list[object]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import EchoServer, ProxyProcess, free_port, wait_until
+from conftest import EchoServer, ProxyProcess, free_port, nofile, wait_until
 from test_daemon import running, wsproxy
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -194,9 +194,8 @@ def test_new_process_starts_from_the_users_file_limit(
 ) -> None:
     # Else it would find the raised limit as its user's, and give it to the programs it starts.
     pid_file = tmp_path / "w.pid"
-    limits = ("prlimit", "--nofile=1000:4000", "--")
     args = ["--pid-file", str(pid_file), "127.0.0.1:0", echo_server.address]
-    proxy = run_proxy(args, prefix=limits)
+    proxy = run_proxy(args, prefix=nofile(1000, 4000))
     new_pid = upgrade_foreground(proxy, pid_file, pids)
     proxy.wait_log(rf" {new_pid} INFO wsproxy: open file limit raised from 1000 to 4000")
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ProxyProcess, free_port
+from conftest import ProxyProcess, free_port, nofile
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from wsraw import Opcode, RawClient
@@ -242,8 +242,7 @@ def test_program_output_is_logged_and_user_ld_preload_kept(wrap) -> None:
 def test_program_gets_the_file_limit_wsproxy_found_not_the_raised_one(wrap) -> None:
     # As a user's shell starts it: soft 1000, hard 4000. wsproxy raises its own soft limit.
     show = program("import resource; print('nofile', *resource.getrlimit(resource.RLIMIT_NOFILE))")
-    limits = ("prlimit", "--nofile=1000:4000", "--")
-    proxy = wrap([*show, "{port}"], "--wrap-mode=ignore", prefix=limits)
+    proxy = wrap([*show, "{port}"], "--wrap-mode=ignore", prefix=nofile(1000, 4000))
     proxy.wait_log(r"open file limit raised from 1000 to 4000")
     proxy.wait_log(r"wrap python\S*\[\d+\]: nofile 1000 4000$")
 
